@@ -1,0 +1,101 @@
+"""Developer and CI sessions: ``nox -s lint typecheck tests`` is the test command.
+
+Every session installs through uv from the committed ``uv.lock``, into an
+environment of its own.  ``tests`` runs once per package, in an environment
+that holds only that package, its declared dependencies and the shared test
+tools, so a package that imports a sibling it does not declare fails there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.error_on_external_run = True
+
+ROOT = Path(__file__).parent
+PACKAGES = sorted(
+    p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists()
+)
+
+
+def sync(session: nox.Session, *args: str) -> None:
+    """Install into the session's environment exactly what ``args`` select."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--no-default-groups",
+        *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        silent=True,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff: lint rules and formatting."""
+    sync(session, "--only-group", "lint")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over every package, its tests, and the tooling."""
+    sync(session, "--all-packages", "--group", "typecheck", "--group", "bench")
+    sources = [str(p) for p in sorted((ROOT / "packages").glob("*/src"))]
+    sources += ["tools/testkit/src", "conftest.py", "noxfile.py"]
+    sources += ["docs/gen_state_diagrams.py"]
+    sources += [str(p) for p in sorted(ROOT.glob("benchmarks/*.py"))]
+    sources += [str(p) for p in sorted(ROOT.glob("fuzz/*.py"))]
+    session.run("mypy", *sources)
+    # Test directories hold modules of the same names (test_x.py in two
+    # packages), so each is checked on its own.
+    for tests_dir in sorted((ROOT / "packages").glob("*/tests")):
+        session.run("mypy", str(tests_dir))
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Pytest for one package, on asyncio and trio, in its own environment."""
+    sync(session, "--package", package, "--group", "test")
+    env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
+    session.run("pytest", f"packages/{package}/tests", *session.posargs, env=env)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the parsers, for a bounded time.
+
+    ``nox -s fuzz -- SECONDS`` sets the time per target (default 60).
+    """
+    sync(session, "--package", "smtp-message", "--group", "fuzz")
+    seconds = session.posargs[0] if session.posargs else "60"
+    for target in sorted((ROOT / "fuzz").glob("fuzz_*.py")):
+        session.run(
+            "python", str(target), f"-max_total_time={seconds}", "-rss_limit_mb=1024"
+        )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, each against its reference implementation in the same run."""
+    sync(session, "--all-packages", "--group", "bench")
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; any warning is an error."""
+    sync(session, "--all-packages", "--group", "docs")
+    session.run("python", "docs/gen_state_diagrams.py")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
+    )
