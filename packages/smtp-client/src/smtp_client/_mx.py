@@ -1,0 +1,222 @@
+"""Finding a domain's mail exchangers (RFC 5321 5.1, RFC 7505) with dnspython."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from typing import TYPE_CHECKING
+
+import attrs
+import dns.asyncbackend
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import sniffio
+
+from ._errors import DNSError, NoRouteError, NoSuchDomain, NullMXError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from dns._asyncbackend import Backend
+
+__all__ = ["MXHost", "MXResolver", "Route", "order_mx"]
+
+#: How long one lookup may take in all, retries included (dnspython's
+#: ``lifetime``).  RFC 5321 gives no figure; a DNS timeout is transient.
+DNS_LIFETIME = 10.0
+
+
+@attrs.frozen
+class MXHost:
+    """One mail exchanger: its name, preference and addresses, in order."""
+
+    name: str
+    preference: int
+    addresses: tuple[str, ...]
+
+
+@attrs.frozen
+class Route:
+    """Where mail for ``domain`` goes: exchangers in the order to try them.
+
+    ``implicit`` is true when the domain has no MX records and its own
+    address records are used (RFC 5321 5.1, the "implicit MX").
+    """
+
+    domain: str
+    hosts: tuple[MXHost, ...]
+    implicit: bool = False
+
+
+def order_mx(
+    records: Iterable[tuple[int, str]], rng: random.Random | None = None
+) -> list[tuple[int, str]]:
+    """Sort MX records by preference, equal preferences in random order.
+
+    RFC 5321 5.1: "the sender-SMTP MUST randomize them [MX records with the
+    same preference] to spread the load across multiple mail exchangers".
+    A shuffle followed by a stable sort does exactly that.
+    """
+    shuffled = list(records)
+    (rng or random).shuffle(shuffled)
+    return sorted(shuffled, key=lambda record: record[0])
+
+
+def _backend() -> Backend:
+    # dnspython caches the first event loop library it sees as its default
+    # backend, so a process that runs asyncio and then trio (a test suite)
+    # would use the wrong one: name the running library on every call.
+    return dns.asyncbackend.get_backend(sniffio.current_async_library())
+
+
+def _literal(domain: str) -> str | None:
+    """The address of an address literal (``[192.0.2.1]``, ``[IPv6:::1]``)."""
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    inner = domain[1:-1]
+    if inner[:5].lower() == "ipv6:":
+        inner = inner[5:]
+    try:
+        return str(ipaddress.ip_address(inner))
+    except ValueError:
+        raise NoSuchDomain(f"bad address literal {domain}") from None
+
+
+@attrs.define(eq=False)
+class MXResolver:
+    """Looks up MX, A and AAAA records with dnspython's async resolver.
+
+    Works under asyncio and trio (dnspython's trio backend needs trio 0.34
+    or newer).  Point it at a nameserver of your own with :meth:`at`; the
+    default, :meth:`system`, reads ``/etc/resolv.conf``.  ``families``
+    lists the address records wanted, in the order their addresses are
+    tried.
+    """
+
+    resolver: dns.asyncresolver.Resolver
+    rng: random.Random = attrs.field(factory=random.Random)
+    families: tuple[str, ...] = ("A", "AAAA")
+
+    @classmethod
+    def system(cls) -> MXResolver:
+        """The system's resolver configuration."""
+        resolver = dns.asyncresolver.Resolver()
+        resolver.lifetime = DNS_LIFETIME
+        return cls(resolver)
+
+    @classmethod
+    def at(
+        cls,
+        nameservers: str | Sequence[str],
+        port: int = 53,
+        *,
+        lifetime: float = DNS_LIFETIME,
+    ) -> MXResolver:
+        """A resolver that asks ``nameservers`` (IP addresses) on ``port``."""
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = (
+            [nameservers] if isinstance(nameservers, str) else list(nameservers)
+        )
+        resolver.port = port
+        resolver.lifetime = lifetime
+        return cls(resolver)
+
+    async def resolve(self, domain: str) -> Route:
+        """The route to ``domain``: its exchangers, sorted, with addresses.
+
+        Raises :class:`~smtp_client.NoSuchDomain` (NXDOMAIN, permanent),
+        :class:`~smtp_client.NullMXError` (RFC 7505, permanent),
+        :class:`~smtp_client.NoRouteError` (no exchanger has an address,
+        permanent) or :class:`~smtp_client.DNSError` (a temporary failure).
+        """
+        literal = _literal(domain)
+        if literal is not None:
+            return Route(domain, (MXHost(literal, 0, (literal,)),), implicit=True)
+        try:
+            name = dns.name.from_text(domain)
+        except (dns.exception.DNSException, ValueError) as exc:
+            raise NoSuchDomain(f"bad domain name {domain!r}: {exc}") from None
+        try:
+            answer = await self.resolver.resolve(
+                name, "MX", search=False, backend=_backend()
+            )
+        except dns.resolver.NXDOMAIN:
+            raise NoSuchDomain(f"domain {domain} does not exist (NXDOMAIN)") from None
+        except dns.resolver.NoAnswer:
+            # RFC 5321 5.1: "If an empty list of MXs is returned, the address
+            # is treated as if it was associated with an implicit MX RR, with
+            # a preference of 0, pointing to that host."
+            addresses, transient = await self._addresses(name)
+            if addresses:
+                host = MXHost(domain.rstrip("."), 0, addresses)
+                return Route(domain, (host,), implicit=True)
+            if transient:
+                raise DNSError(f"address lookup for {domain} failed") from None
+            raise NoRouteError(f"{domain} has no MX and no address records") from None
+        except dns.exception.DNSException as exc:
+            raise DNSError(f"MX lookup for {domain} failed: {exc}") from None
+        records: list[tuple[int, dns.name.Name]] = [
+            (rr.preference, rr.exchange)
+            for rr in answer
+            if rr.rdtype == dns.rdatatype.MX
+        ]
+        usable = [(p, x) for p, x in records if x != dns.name.root]
+        if records and not usable:
+            # RFC 7505 3: "MX 0 ." says the domain accepts no mail; 4.1:
+            # the client must not try to deliver.
+            raise NullMXError(f"{domain} publishes a null MX (RFC 7505)")
+        ordered = order_mx(
+            [(p, x.to_text(omit_final_dot=True)) for p, x in usable], self.rng
+        )
+        hosts: list[MXHost] = []
+        transient = False
+        for preference, exchange in ordered:
+            addresses, failed = await self._addresses(dns.name.from_text(exchange))
+            transient |= failed
+            if addresses:
+                hosts.append(MXHost(exchange, preference, addresses))
+        if hosts:
+            return Route(domain, tuple(hosts))
+        # RFC 5321 5.1: "If MX records are present, but none of them are
+        # usable ... this situation MUST be reported as an error."
+        if transient:
+            raise DNSError(f"address lookups for the MX hosts of {domain} failed")
+        raise NoRouteError(f"no MX host of {domain} has an address")
+
+    async def addresses(self, name: str) -> tuple[str, ...]:
+        """The addresses of host ``name`` (A, then AAAA); empty if none.
+
+        Raises :class:`~smtp_client.DNSError` if a lookup failed
+        temporarily and no address was found.
+        """
+        literal = _literal(name) if name.startswith("[") else None
+        if literal is not None:
+            return (literal,)
+        found, transient = await self._addresses(dns.name.from_text(name))
+        if not found and transient:
+            raise DNSError(f"address lookup for {name} failed")
+        return found
+
+    async def _addresses(self, name: dns.name.Name) -> tuple[tuple[str, ...], bool]:
+        """Addresses of ``name`` and whether some lookup failed temporarily."""
+        found: list[str] = []
+        transient = False
+        for rdtype in self.families:
+            try:
+                answer = await self.resolver.resolve(
+                    name, rdtype, search=False, backend=_backend()
+                )
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except dns.exception.DNSException:
+                transient = True
+                continue
+            found.extend(
+                rr.address
+                for rr in answer
+                if rr.rdtype == dns.rdatatype.from_text(rdtype)
+            )
+        return tuple(dict.fromkeys(found)), transient
