@@ -77,7 +77,8 @@ class Client:
             print(r.recipient, r.status, r.reply)
 
     A connection is reused for the next message to the same destination
-    (with RSET first, RFC 5321 4.1.1.5) while it is younger than
+    (with RSET first when the last transaction did not complete, RFC 5321
+    4.1.1.5) while it is younger than
     ``max_connection_age`` and has not been idle for more than
     ``max_idle`` seconds.  At most ``max_connections`` connections per
     destination are open at once; further sends wait for one to be free.
@@ -161,7 +162,7 @@ class Client:
             while (conn := await self._take_idle(destination)) is not None:
                 try:
                     return await self._send_on(
-                        destination, conn, envelope, prepared, reset=True
+                        destination, conn, envelope, prepared, reused=True
                     )
                 except StaleConnection:
                     continue  # closed by the server while idle: try another
@@ -170,7 +171,7 @@ class Client:
             except ClientError as exc:
                 return _failed(envelope, exc)
             return await self._send_on(
-                destination, conn, envelope, prepared, reset=False
+                destination, conn, envelope, prepared, reused=False
             )
 
     async def _send_on(
@@ -180,11 +181,11 @@ class Client:
         envelope: Envelope,
         body: Body,
         *,
-        reset: bool,
+        reused: bool,
     ) -> SendResult:
         keep = False
         try:
-            results = await conn.send_message(envelope, body, reset=reset)
+            results = await conn.send_message(envelope, body, reused=reused)
             keep = True
             return SendResult(
                 tuple(results),

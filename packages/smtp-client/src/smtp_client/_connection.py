@@ -10,6 +10,7 @@ classified errors of :mod:`smtp_client._errors` and per-recipient results
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from typing import TYPE_CHECKING
 
@@ -45,6 +46,7 @@ from smtp_message import (
     ReplySyntaxError,
     Response,
     Rset,
+    Sentinel,
     StartTls,
 )
 
@@ -64,7 +66,7 @@ from ._policy import Credentials, Timeouts, TLSMode, TLSPolicy
 from ._results import RecipientResult
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from smtp_message import Mailbox
 
@@ -122,6 +124,35 @@ def _strip_dsn(params: RcptParams) -> RcptParams:
     return RcptParams(extra=params.extra)
 
 
+@attrs.frozen
+class _Features:
+    """What a transaction needs to know of the extensions, read once per EHLO."""
+
+    pipelining: bool
+    size: int | None
+    eightbitmime: bool
+    smtputf8: bool
+    chunking: bool
+    binarymime: bool
+    dsn: bool
+    auth: bool
+    requiretls: bool
+
+    @classmethod
+    def of(cls, ext: Extensions) -> _Features:
+        return cls(
+            pipelining=ext.pipelining,
+            size=ext.size,
+            eightbitmime=ext.eightbitmime,
+            smtputf8=ext.smtputf8,
+            chunking=ext.chunking,
+            binarymime=ext.binarymime,
+            dsn=ext.dsn,
+            auth=bool(ext.auth),
+            requiretls=ext.requiretls,
+        )
+
+
 @attrs.define(eq=False)
 class Connection:
     """One SMTP (or LMTP) session with one server, ready for transactions.
@@ -155,6 +186,8 @@ class Connection:
     messages: int = 0
     _conn: ClientConnection = attrs.field(init=False)
     _broken: bool = attrs.field(default=False, init=False)
+    _features_of: Extensions | None = attrs.field(default=None, init=False)
+    _features_cache: _Features | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self._conn = ClientConnection(
@@ -364,63 +397,91 @@ class Connection:
 
     # -- Reading and writing ---------------------------------------------------
 
-    async def _write(self, data: bytes, seconds: float) -> None:
+    @contextlib.contextmanager
+    def _deadline(self, seconds: float | None, doing: str) -> Iterator[None]:
+        """Time out after ``seconds`` (if given); translate I/O errors.
+
+        anyio's TimeoutError becomes :class:`~smtp_client.TimedOut`; a broken
+        stream, an ssl error or an OSError becomes
+        :class:`~smtp_client.ConnectionLost`.  Either way the connection is
+        not used again.
+        """
         try:
-            with anyio.fail_after(seconds):
-                await self.stream.send(data)
+            if seconds is None:
+                yield
+            else:
+                with anyio.fail_after(seconds):
+                    yield
         except TimeoutError:
             self._broken = True
             raise TimedOut(
-                f"could not send within {seconds:g} s", host=self.host
+                f"{doing}: nothing within {seconds:g} s", host=self.host
             ) from None
         except _IO_ERRORS as exc:
             self._broken = True
             raise ConnectionLost(
-                f"connection lost: {_describe(exc)}", host=self.host
+                f"connection lost ({doing}): {_describe(exc)}", host=self.host
             ) from None
 
-    async def _event(self, seconds: float) -> Greeting | Response | DataResponse:
-        """The next reply event, waiting at most ``seconds`` seconds for it."""
+    async def _write(self, data: bytes, seconds: float | None) -> None:
+        """Send ``data``; ``seconds=None`` when the caller holds a deadline."""
+        if seconds is not None:
+            with self._deadline(seconds, "sending"):
+                await self.stream.send(data)
+            return
         try:
-            with anyio.fail_after(seconds):
-                while True:
-                    try:
-                        event = self._conn.next_event()
-                    except ReplySyntaxError as exc:
-                        self._broken = True
-                        raise ProtocolError(str(exc), host=self.host) from None
-                    if event is NEED_DATA:
-                        try:
-                            data = await self.stream.receive(READ_SIZE)
-                        except anyio.EndOfStream:
-                            data = b""
-                        self._conn.receive_data(data)
-                        continue
-                    if event is PAUSED or isinstance(event, ConnectionClosed):
-                        self._broken = True
-                        raise ConnectionLost(
-                            "the server closed the connection", host=self.host
-                        )
-                    assert isinstance(event, Greeting | Response | DataResponse)
-                    return event
-        except TimeoutError:
-            self._broken = True
-            raise TimedOut(f"no reply within {seconds:g} s", host=self.host) from None
+            await self.stream.send(data)
         except _IO_ERRORS as exc:
             self._broken = True
             raise ConnectionLost(
-                f"connection lost: {_describe(exc)}", host=self.host
+                f"connection lost (sending): {_describe(exc)}", host=self.host
             ) from None
 
-    async def _reply(self, seconds: float) -> Reply:
+    def _parse(self) -> Greeting | Response | DataResponse | ConnectionClosed | None:
+        try:
+            event = self._conn.next_event()
+        except ReplySyntaxError as exc:
+            self._broken = True
+            raise ProtocolError(str(exc), host=self.host) from None
+        if event is NEED_DATA:
+            return None
+        if event is PAUSED:  # pragma: no cover - STARTTLS is handled in place
+            raise ProtocolError("a reply while TLS is due", host=self.host)
+        assert not isinstance(event, Sentinel)
+        return event
+
+    async def _event(self, seconds: float | None) -> Greeting | Response | DataResponse:
+        """The next reply event, waiting at most ``seconds`` for it.
+
+        ``None``: the caller holds a deadline for a whole exchange.
+        """
+        # Pipelined replies usually arrive together: parse what is buffered
+        # before paying for a timeout scope and a read.
+        event = self._parse()
+        if event is None:
+            with self._deadline(seconds, "waiting for a reply"):
+                while event is None:
+                    try:
+                        data = await self.stream.receive(READ_SIZE)
+                    except anyio.EndOfStream:
+                        data = b""
+                    self._conn.receive_data(data)
+                    event = self._parse()
+        if isinstance(event, ConnectionClosed):
+            self._broken = True
+            raise ConnectionLost("the server closed the connection", host=self.host)
+        return event
+
+    async def _reply(self, seconds: float | None) -> Reply:
         event = await self._event(seconds)
         if isinstance(event, Greeting):  # pragma: no cover - the state machine's job
             raise ProtocolError("a second greeting", host=self.host)
         return event.reply
 
     async def _command(self, command: Command | AuthResponse, seconds: float) -> Reply:
-        await self._write(self._conn.send(command), seconds)
-        return await self._reply(seconds)
+        with self._deadline(seconds, command.__class__.__name__.upper()):
+            await self._write(self._conn.send(command), None)
+            return await self._reply(None)
 
     # -- State -------------------------------------------------------------------
 
@@ -428,6 +489,14 @@ class Connection:
     def extensions(self) -> Extensions:
         """What the server advertised in its last EHLO/LHLO reply."""
         return self._conn.extensions
+
+    @property
+    def _features(self) -> _Features:
+        ext = self._conn.extensions
+        if self._features_of is not ext or self._features_cache is None:
+            self._features_of = ext
+            self._features_cache = _Features.of(ext)
+        return self._features_cache
 
     @property
     def tls_active(self) -> bool:
@@ -450,14 +519,16 @@ class Connection:
         envelope: Envelope,
         body: Body | bytes,
         *,
-        reset: bool = False,
+        reused: bool = False,
     ) -> list[RecipientResult]:
         """Send one message; return one result per recipient, in order.
 
         Recipients travel together, at most :data:`MAX_RECIPIENTS` per
-        transaction.  ``reset`` sends RSET first (a connection taken from a
-        pool); if the server closed it in the meantime
-        :class:`StaleConnection` is raised and nothing was sent.
+        transaction.  RSET goes first when the previous transaction did not
+        end cleanly (RFC 5321 4.1.1.5); after a completed one the server is
+        reset already (4.1.1.4).  ``reused`` says the connection sat idle in
+        a pool: if the server closed it meanwhile (before any reply),
+        :class:`StaleConnection` is raised and nothing was delivered.
 
         Server replies, lost connections and timeouts become results, never
         exceptions; a bad body (a bare line ending under ``REJECT``)
@@ -486,7 +557,7 @@ class Connection:
                 results += [RecipientResult.from_error(r.address, error) for r in batch]
                 continue
             results += await self._transaction(
-                envelope, batch, body, reset=reset or start > 0
+                envelope, batch, body, reused=reused and start == 0
             )
         self.messages += 1
         self.last_used = anyio.current_time()
@@ -494,7 +565,7 @@ class Connection:
 
     def _mail_params(self, envelope: Envelope, body: Body) -> MailParams:
         """The MAIL parameters this server gets; raise if it cannot take the message."""
-        ext = self._conn.extensions
+        ext = self._features
         p = envelope.params
         size = body.size if body.size is not None else p.size
         if ext.size is None:
@@ -553,7 +624,7 @@ class Connection:
         )
 
     def _bdat(self, params: MailParams) -> bool:
-        ext = self._conn.extensions
+        ext = self._features
         return ext.chunking and (
             self.use_chunking or params.body is BodyType.BINARY_MIME
         )
@@ -564,16 +635,16 @@ class Connection:
         recipients: Sequence[Recipient],
         body: Body,
         *,
-        reset: bool,
+        reused: bool,
     ) -> list[RecipientResult]:
         tx = _Transaction(self, [r.address for r in recipients])
         try:
             params = self._mail_params(envelope, body)
         except MessageRefused as exc:
             return tx.fail_all(exc)
-        dsn = self._conn.extensions.dsn
+        dsn = self._features.dsn
         commands: list[Command] = []
-        if reset or self._conn.state is not ClientState.READY:
+        if self._conn.state is not ClientState.READY:
             commands.append(Rset())
         commands.append(MailFrom(envelope.sender, params))
         commands += [
@@ -584,14 +655,14 @@ class Connection:
         if not bdat:
             commands.append(Data())
         try:
-            await tx.run(commands, body, bdat=bdat, reset=reset)
+            await tx.run(commands, body, bdat=bdat)
         except MessageRefused as exc:
             # Found while streaming: the connection is dropped without the
             # end-of-data mark, so the server delivers nothing.
             await self.abort()
             tx.fail_undecided(exc)
         except ClientError as exc:
-            if reset and not tx.got_reply and isinstance(exc, ConnectionLost):
+            if reused and not tx.got_reply and isinstance(exc, ConnectionLost):
                 raise StaleConnection(str(exc)) from None
             tx.fail_undecided(exc)
         except BaseException:
@@ -669,13 +740,11 @@ class _Transaction:
             if result is None:
                 self.decide(i, reply)
 
-    async def run(
-        self, commands: list[Command], body: Body, *, bdat: bool, reset: bool
-    ) -> None:
+    async def run(self, commands: list[Command], body: Body, *, bdat: bool) -> None:
         conn = self.conn
         proto = conn._conn
         t = conn.timeouts
-        pipelining = proto.extensions.pipelining or conn.lmtp
+        pipelining = conn._features.pipelining or conn.lmtp
         # The whole body rides with the envelope when it is known and fits
         # one chunk (RFC 3030 4.2 pipelines MAIL, RCPT and BDAT): one round
         # trip per message.
@@ -693,38 +762,38 @@ class _Transaction:
         }
         data_reply: Reply | None = None
         if pipelining:
-            # RFC 2920 3.1: the whole group in one write, then the replies.
+            # RFC 2920 3.1: the whole group in one write, then the replies,
+            # all within the sum of the commands' timeouts (the server may
+            # take each one's full time).
             out = b"".join(proto.send(c) for c in commands)
             if inline:
                 assert body.data is not None
                 out += proto.send_chunk(body.data, last=True)
-            await conn._write(out, t.mail)
-        for command in commands:
-            if not pipelining:
+            group = sum(timeouts[c.verb] for c in commands)
+            if inline:
+                group += t.data_end
+            with conn._deadline(group, "sending the envelope"):
+                await conn._write(out, None)
+                for command in commands:
+                    reply = await conn._reply(None)
+                    self.got_reply = True
+                    data_reply = self._group_reply(command, reply) or data_reply
+                if inline:
+                    if self.mail_reply is not None:
+                        self.decide_undecided(self.mail_reply)
+                    await self._body_replies(None)
+                    return
+        else:
+            for command in commands:
                 if isinstance(command, RcptTo) and self.mail_reply is not None:
                     break
                 if isinstance(command, Data) and not self.accepted:
                     break
-                await conn._write(proto.send(command), timeouts[command.verb])
-            reply = await conn._reply(timeouts[command.verb])
-            self.got_reply = True
-            if reply.code == 421:
-                # RFC 5321 3.8: the server is closing the session.
-                raise ReplyError(
-                    "the server closed the session",
-                    reply=reply,
-                    host=conn.host,
-                    remote=True,
-                )
-            if isinstance(command, Data):
-                data_reply = reply
-            else:
-                self._envelope_reply(command, reply)
+                reply = await conn._command(command, timeouts[command.verb])
+                self.got_reply = True
+                data_reply = self._group_reply(command, reply) or data_reply
         if self.mail_reply is not None:
             self.decide_undecided(self.mail_reply)
-        if inline:
-            await self._body_replies(t.data_end)
-            return
         if not self.accepted:
             if data_reply is not None and data_reply.code == 354:
                 # RFC 2920 3.1: DATA accepted although every RCPT failed:
@@ -740,6 +809,21 @@ class _Transaction:
             self.decide_undecided(data_reply)
             return
         await self._send_data(body)
+
+    def _group_reply(self, command: Command, reply: Reply) -> Reply | None:
+        """Take in the reply to an envelope command; return it if it is DATA's."""
+        if reply.code == 421:
+            # RFC 5321 3.8: the server is closing the session.
+            raise ReplyError(
+                "the server closed the session",
+                reply=reply,
+                host=self.conn.host,
+                remote=True,
+            )
+        if isinstance(command, Data):
+            return reply
+        self._envelope_reply(command, reply)
+        return None
 
     def _envelope_reply(self, command: Command, reply: Reply) -> None:
         if isinstance(command, MailFrom):
@@ -758,7 +842,7 @@ class _Transaction:
             raise ProtocolError(f"RSET refused: {reply}", host=self.conn.host)
 
     def _check_piece(self, piece: bytes, sent: int) -> None:
-        ext = self.conn._conn.extensions
+        ext = self.conn._features
         if not ext.eightbitmime and not piece.isascii():
             raise MessageRefused(
                 "8BITMIME not supported", reply=_NO_8BITMIME, host=self.conn.host
@@ -774,6 +858,18 @@ class _Transaction:
         proto = conn._conn
         t = conn.timeouts
         sent = 0
+        if body.data is not None:
+            # Known in full: one write (or one per WRITE_SIZE) for all of it.
+            self._check_piece(body.data, len(body.data))
+            out = proto.send_body(body.data) + proto.end_body()
+            if len(out) <= WRITE_SIZE:
+                with conn._deadline(t.data_block + t.data_end, "sending the body"):
+                    await conn._write(out, None)
+                    await self._body_replies(None)
+                return
+            await self._write_all(out, t.data_block)
+            await self._body_replies(t.data_end)
+            return
         async for piece in body.pieces():
             sent += len(piece)
             self._check_piece(piece, sent)
@@ -832,7 +928,7 @@ class _Transaction:
         for _ in range(outstanding):
             await self.conn._reply(self.conn.timeouts.data_block)
 
-    async def _body_replies(self, seconds: float) -> None:
+    async def _body_replies(self, seconds: float | None) -> None:
         """The reply to the end of the body: one, or one per recipient (LMTP)."""
         conn = self.conn
         if not conn.lmtp:
