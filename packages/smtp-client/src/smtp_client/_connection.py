@@ -37,6 +37,7 @@ from smtp_message import (
     Greeting,
     Helo,
     Lhlo,
+    LocalProtocolError,
     MailFrom,
     MailParams,
     Quit,
@@ -506,10 +507,11 @@ class Connection:
     @property
     def usable(self) -> bool:
         """Whether another transaction can be tried on this connection."""
-        return not self._broken and self._conn.state in (
-            ClientState.READY,
-            ClientState.MAIL,
-            ClientState.RCPT,
+        return (
+            not self._broken
+            and self._conn.awaiting == 0
+            and self._conn.state
+            in (ClientState.READY, ClientState.MAIL, ClientState.RCPT)
         )
 
     # -- Transactions ------------------------------------------------------------
@@ -664,7 +666,18 @@ class Connection:
         except ClientError as exc:
             if reused and not tx.got_reply and isinstance(exc, ConnectionLost):
                 raise StaleConnection(str(exc)) from None
+            if isinstance(exc, ProtocolError):
+                # Replies and commands are out of step: nothing more can be
+                # trusted on this connection.
+                await self.abort()
             tx.fail_undecided(exc)
+        except LocalProtocolError as exc:
+            # The server's replies led the state machine where no command is
+            # legal (a 354 after a refused MAIL ...): it is out of step.
+            await self.abort()
+            tx.fail_undecided(
+                ProtocolError(f"the server is out of step: {exc}", host=self.host)
+            )
         except BaseException:
             # The caller's body stream failed, or we were cancelled: the
             # session is in an unknown state and must not be reused.
@@ -677,10 +690,12 @@ class Connection:
     async def aclose(self) -> None:
         """Say QUIT (RFC 5321 4.1.1.10) if the session allows, and close."""
         try:
-            if self.usable or self._conn.state is ClientState.HELLO:
+            if self.usable or (
+                self._conn.state is ClientState.HELLO and not self._broken
+            ):
                 with anyio.move_on_after(min(self.timeouts.command, 10.0)):
                     await self._command(Quit(), self.timeouts.command)
-        except ClientError:
+        except (ClientError, LocalProtocolError):
             pass
         finally:
             await self.abort()
@@ -797,7 +812,8 @@ class _Transaction:
         if not self.accepted:
             if data_reply is not None and data_reply.code == 354:
                 # RFC 2920 3.1: DATA accepted although every RCPT failed:
-                # end the (empty) body at once; its reply changes nothing.
+                # "the client SHOULD send a single dot"; its reply changes
+                # nothing.
                 await conn._write(proto.end_body(), t.data_block)
                 await conn._reply(t.data_end)
             return
@@ -821,7 +837,16 @@ class _Transaction:
                 remote=True,
             )
         if isinstance(command, Data):
+            if reply.is_positive:
+                # RFC 5321 4.3.2: DATA's success is 354.  A 2xx here means
+                # the replies are out of step with the commands; taking it as
+                # a verdict could report an undelivered message delivered.
+                raise ProtocolError(
+                    f"unexpected reply to DATA: {reply}", host=self.conn.host
+                )
             return reply
+        if reply.is_intermediate:
+            raise ProtocolError(f"unexpected 3xx reply: {reply}", host=self.conn.host)
         self._envelope_reply(command, reply)
         return None
 
@@ -928,12 +953,20 @@ class _Transaction:
         for _ in range(outstanding):
             await self.conn._reply(self.conn.timeouts.data_block)
 
+    def _check_final(self, reply: Reply) -> None:
+        if reply.is_intermediate:
+            # RFC 5321 4.3.2: the end of the data gets 2xx, 4xx or 5xx.
+            raise ProtocolError(
+                f"unexpected reply to the body: {reply}", host=self.conn.host
+            )
+
     async def _body_replies(self, seconds: float | None) -> None:
         """The reply to the end of the body: one, or one per recipient (LMTP)."""
         conn = self.conn
         if not conn.lmtp:
             event = await conn._event(seconds)
             assert isinstance(event, DataResponse)
+            self._check_final(event.reply)
             for i in self.accepted:
                 self.decide(i, event.reply)
             return
@@ -943,6 +976,7 @@ class _Transaction:
         for index in order:
             event = await conn._event(seconds)
             assert isinstance(event, DataResponse)
+            self._check_final(event.reply)
             if event.reply.code == 421:
                 self.decide_undecided(event.reply)
                 return

@@ -23,3 +23,13 @@ def require_program(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+# Real servers on loopback, as fixtures (imported here to register them with
+# pytest; at the end because they use require_program above).
+from .dns import dns_server as dns_server  # noqa: E402
+from .dns import dnsmasq_factory as dnsmasq_factory  # noqa: E402
+from .dovecot import dovecot as dovecot  # noqa: E402
+from .dovecot import dovecot_factory as dovecot_factory  # noqa: E402
+from .postfix import postfix as postfix  # noqa: E402
+from .postfix import postfix_factory as postfix_factory  # noqa: E402
