@@ -53,7 +53,7 @@ class Peer:
     stream: anyio.abc.ByteStream
     #: Everything the client sent, in order (after TLS, the plaintext).
     received: bytearray = attrs.field(factory=bytearray)
-    #: Command lines read with :meth:`line`, without CRLF.
+    #: Command lines read with :meth:`line`, without CRLF (not body lines).
     lines: list[bytes] = attrs.field(factory=list)
     _buffer: bytearray = attrs.field(factory=bytearray)
     closed: bool = False
@@ -61,21 +61,29 @@ class Peer:
     async def _fill(self) -> bool:
         try:
             data = await self.stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except (
+            anyio.EndOfStream,
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+        ):
             self.closed = True
             return False
         self.received += data
         self._buffer += data
         return True
 
-    async def line(self) -> bytes | None:
-        """The next CRLF-terminated line (``None`` at end of stream)."""
+    async def line(self, *, command: bool = True) -> bytes | None:
+        """The next CRLF-terminated line (``None`` at end of stream).
+
+        Command lines are recorded in :attr:`lines`; body lines are not.
+        """
         while (end := self._buffer.find(b"\r\n")) == -1:
             if not await self._fill():
                 return None
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 2]
-        self.lines.append(line)
+        if command:
+            self.lines.append(line)
         return line
 
     async def exactly(self, count: int) -> bytes | None:
@@ -91,7 +99,7 @@ class Peer:
         """A DATA body up to CRLF . CRLF, dot-unstuffed (RFC 5321 4.5.2)."""
         lines = []
         while True:
-            line = await self.line()
+            line = await self.line(command=False)
             if line is None:
                 return None
             if line == b".":
@@ -108,7 +116,10 @@ class Peer:
     async def start_tls(self, context: ssl.SSLContext) -> None:
         """Do the server's side of a TLS handshake."""
         self.stream = await TLSStream.wrap(
-            self.stream, server_side=True, ssl_context=context, standard_compatible=False
+            self.stream,
+            server_side=True,
+            ssl_context=context,
+            standard_compatible=False,
         )
         self._buffer.clear()
 
@@ -196,9 +207,6 @@ class Dialogue:
     after_starttls: bytes = b""
     #: Bodies received (unstuffed DATA, or joined BDAT chunks).
     bodies: list[bytes] = attrs.field(factory=list)
-    #: How many commands arrived before the first reply was sent: > 1 means
-    #: the client pipelined them.
-    first_read_commands: list[int] = attrs.field(factory=list)
 
     def _reply(self, verb: str, line: bytes, default: bytes) -> bytes | None:
         value = self.replies.get(verb, default)
@@ -211,6 +219,7 @@ class Dialogue:
             await peer.line()
             return
         accepted = 0
+        mail_ok = False
         chunks: list[bytes] = []
         while (line := await peer.line()) is not None:
             verb = line.split(b" ", 1)[0].decode(errors="replace").upper()
@@ -223,9 +232,18 @@ class Dialogue:
                 chunks = []
                 default = b"250 2.1.0 Sender OK\r\n"
             elif verb == "RCPT":
-                default = b"250 2.1.5 Recipient OK\r\n"
+                default = (
+                    b"250 2.1.5 Recipient OK\r\n"
+                    if mail_ok
+                    else b"503 5.5.1 MAIL first\r\n"
+                )
             elif verb == "DATA":
-                default = b"354 Go ahead\r\n"
+                # RFC 5321 3.3: "554 no valid recipients" (as Postfix says it).
+                default = (
+                    b"354 Go ahead\r\n"
+                    if accepted
+                    else b"554 5.5.1 No valid recipients\r\n"
+                )
             elif verb == "STARTTLS":
                 default = b"220 2.0.0 Ready to start TLS\r\n"
             elif verb == "QUIT":
@@ -253,10 +271,13 @@ class Dialogue:
                 return
             if verb == "RCPT" and reply.startswith(b"2"):
                 accepted += 1
+            if verb == "MAIL":
+                mail_ok = reply.startswith(b"2")
+            if verb == "STARTTLS" and reply.startswith(b"220"):
+                # One write: the injected bytes arrive with the 220.
+                reply += self.after_starttls
             await peer.send(reply)
             if verb == "STARTTLS" and reply.startswith(b"220"):
-                if self.after_starttls:
-                    await peer.send(self.after_starttls)
                 assert self.tls is not None
                 await peer.start_tls(self.tls)
             if verb == "DATA" and reply.startswith(b"354"):

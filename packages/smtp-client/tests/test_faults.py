@@ -28,7 +28,16 @@ from .conftest import Dialogue, Peer, scripted_server
 pytestmark = pytest.mark.anyio
 
 BODY = b"Subject: test\r\n\r\nHello\r\n"
-FAST = Timeouts(connect=5, greeting=5, command=5, mail=5, rcpt=5, data_init=5, data_block=5, data_end=5)
+FAST = Timeouts(
+    connect=5,
+    greeting=5,
+    command=5,
+    mail=5,
+    rcpt=5,
+    data_init=5,
+    data_block=5,
+    data_end=5,
+)
 
 
 def plain(port: int, host: str = "127.0.0.1") -> SmartHost:
@@ -178,7 +187,9 @@ async def test_send_garbage_from_server_is_a_transient_protocol_error(
     async with scripted_server(handler) as server:
         async with Client(helo="client.test", timeouts=FAST) as client:
             with anyio.fail_after(30):
-                result = await client.send(plain(server.port), envelope("a@x.test"), BODY)
+                result = await client.send(
+                    plain(server.port), envelope("a@x.test"), BODY
+                )
     (r,) = result.recipients
     assert r.status is Status.TRANSIENT
     assert not r.remote
@@ -309,7 +320,9 @@ async def test_send_with_pipelining_sends_the_envelope_in_one_group() -> None:
         await peer.line()
 
     async with scripted_server(hold_replies) as server:
-        async with Client(helo="client.test", timeouts=Timeouts(mail=3, rcpt=3)) as client:
+        async with Client(
+            helo="client.test", timeouts=Timeouts(mail=3, rcpt=3)
+        ) as client:
             result = await client.send(
                 plain(server.port), envelope("a@x.test", "b@x.test"), BODY
             )
@@ -322,7 +335,9 @@ async def test_send_lmtp_gives_each_recipient_its_own_reply() -> None:
         lmtp=True,
         extensions=["PIPELINING", "ENHANCEDSTATUSCODES"],
         replies={
-            "RCPT": lambda line: b"550 5.1.1 unknown\r\n" if b"ghost" in line else b"250 OK\r\n",
+            "RCPT": lambda line: (
+                b"550 5.1.1 unknown\r\n" if b"ghost" in line else b"250 OK\r\n"
+            ),
             "LMTP": [b"250 2.0.0 a saved\r\n", b"452 4.2.2 c over quota\r\n"],
         },
     )
@@ -368,6 +383,8 @@ async def test_connection_raises_reply_error_for_refused_greeting() -> None:
     """RFC 5321 3.1: Connection.open raises the classified error with the reply."""
     async with scripted_server(Dialogue(greeting=b"554 5.7.1 go away\r\n")) as server:
         with pytest.raises(ReplyError) as info:
-            await Connection.open("127.0.0.1", server.port, helo="c.test", timeouts=FAST)
+            await Connection.open(
+                "127.0.0.1", server.port, helo="c.test", timeouts=FAST
+            )
     assert info.value.permanent and info.value.remote
     assert info.value.reply == Reply(554, None, "5.7.1 go away")

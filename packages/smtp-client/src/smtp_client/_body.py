@@ -12,7 +12,7 @@ from smtp_message import BareLineEndings, LineEndingNormalizer, Reply
 from ._errors import MessageRefused
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
 __all__ = ["Body", "BodySource"]
 
@@ -95,7 +95,7 @@ class Body:
             self._source is not None and not isinstance(self._source, AsyncIterable)
         )
 
-    async def pieces(self) -> AsyncIterator[bytes]:
+    async def pieces(self) -> AsyncGenerator[bytes, None]:
         """The body's pieces, line endings normalised, ending with CRLF.
 
         Raises :class:`~smtp_client.MessageRefused` on a bare CR or LF under
@@ -126,6 +126,12 @@ class Body:
             out = normalizer.flush()
         except ValueError:
             raise _refused() from None
+        finally:
+            # A sender that stops early (a refusal, a lost connection) closes
+            # the caller's generator now, not whenever it is collected.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if out:
             last = out[-2:] if len(out) >= 2 else last[-1:] + out
             yield out

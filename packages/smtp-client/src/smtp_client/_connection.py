@@ -895,10 +895,11 @@ class _Transaction:
             await self._write_all(out, t.data_block)
             await self._body_replies(t.data_end)
             return
-        async for piece in body.pieces():
-            sent += len(piece)
-            self._check_piece(piece, sent)
-            await self._write_all(proto.send_body(piece), t.data_block)
+        async with contextlib.aclosing(body.pieces()) as pieces:
+            async for piece in pieces:
+                sent += len(piece)
+                self._check_piece(piece, sent)
+                await self._write_all(proto.send_body(piece), t.data_block)
         await self._write_all(proto.end_body(), t.data_block)
         await self._body_replies(t.data_end)
 
@@ -932,13 +933,14 @@ class _Transaction:
                     return False
             return True
 
-        async for piece in body.pieces():
-            sent += len(piece)
-            self._check_piece(piece, sent)
-            buffer += piece
-            if len(buffer) >= BDAT_CHUNK and not await flush(last=False):
-                await self._drain(outstanding)
-                return
+        async with contextlib.aclosing(body.pieces()) as pieces:
+            async for piece in pieces:
+                sent += len(piece)
+                self._check_piece(piece, sent)
+                buffer += piece
+                if len(buffer) >= BDAT_CHUNK and not await flush(last=False):
+                    await self._drain(outstanding)
+                    return
         while outstanding:
             outstanding -= 1
             reply = await conn._reply(t.data_block)
