@@ -97,7 +97,7 @@ class Peer:
 
     async def data_body(self) -> bytes | None:
         """A DATA body up to CRLF . CRLF, dot-unstuffed (RFC 5321 4.5.2)."""
-        lines = []
+        lines: list[bytes] = []
         while True:
             line = await self.line(command=False)
             if line is None:

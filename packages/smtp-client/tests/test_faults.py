@@ -7,23 +7,26 @@ results and what went over the wire.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
-from smtp_message import Mailbox, Reply
 
 from smtp_client import (
     Client,
     Connection,
     Envelope,
     ReplyError,
+    SendResult,
     SmartHost,
     Status,
     TimedOut,
     Timeouts,
     TLSPolicy,
 )
+from smtp_message import Mailbox, Reply
 
-from .conftest import Dialogue, Peer, scripted_server
+from .conftest import Dialogue, Peer, Scripted, scripted_server
 
 pytestmark = pytest.mark.anyio
 
@@ -48,10 +51,14 @@ def envelope(*recipients: str) -> Envelope:
     return Envelope.build("sender@client.test", recipients)
 
 
-async def send(dialogue: Dialogue, env: Envelope, body: bytes = BODY, **client: object):
-    async with scripted_server(dialogue) as server:
-        async with Client(helo="client.test", timeouts=FAST, **client) as c:  # type: ignore[arg-type]
-            result = await c.send(plain(server.port), env, body)
+async def send(
+    dialogue: Dialogue, env: Envelope, body: bytes = BODY, **client: Any
+) -> tuple[SendResult, Scripted]:
+    async with (
+        scripted_server(dialogue) as server,
+        Client(helo="client.test", timeouts=FAST, **client) as c,
+    ):
+        result = await c.send(plain(server.port), env, body)
     return result, server
 
 
@@ -78,7 +85,8 @@ async def test_send_some_recipients_rejected_others_delivered() -> None:
     ]
     ghost = result[Mailbox("ghost", "x.test")]
     assert ghost.reply == Reply(550, "5.1.1", "<ghost@x.test>: no such user")
-    assert ghost.remote and ghost.host == f"127.0.0.1[127.0.0.1]:{server.port}"
+    assert ghost.remote
+    assert ghost.host == f"127.0.0.1[127.0.0.1]:{server.port}"
     assert result.recipients[0].reply.enhanced == "2.0.0"
     assert dialogue.bodies == [BODY]
 
@@ -96,14 +104,17 @@ async def test_send_connection_dropped_mid_data_is_transient() -> None:
         await peer.exactly(5)  # a little of the body, then the connection dies
         await peer.close()
 
-    async with scripted_server(drop_mid_data) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            result = await client.send(
-                plain(server.port), envelope("a@x.test", "b@x.test"), BODY * 1000
-            )
+    async with (
+        scripted_server(drop_mid_data) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        result = await client.send(
+            plain(server.port), envelope("a@x.test", "b@x.test"), BODY * 1000
+        )
     assert [r.status for r in result.recipients] == [Status.TRANSIENT] * 2
     reply = result.recipients[0].reply
-    assert reply.code == 451 and reply.enhanced == "4.4.2"
+    assert reply.code == 451
+    assert reply.enhanced == "4.4.2"
     assert not result.recipients[0].remote
 
 
@@ -132,7 +143,7 @@ async def test_send_554_greeting_is_permanent() -> None:
 async def test_send_421_after_mail_ends_the_transaction_transiently() -> None:
     """RFC 5321 3.8: a 421 at any point closes the session; nothing is delivered."""
     dialogue = Dialogue(replies={"RCPT": b"421 4.4.2 shutting down\r\n"})
-    result, server = await send(dialogue, envelope("a@x.test", "b@x.test"))
+    result, _server = await send(dialogue, envelope("a@x.test", "b@x.test"))
     assert [r.status for r in result.recipients] == [Status.TRANSIENT] * 2
     assert result.recipients[1].reply == Reply(421, "4.4.2", "shutting down")
     assert dialogue.bodies == []
@@ -184,12 +195,12 @@ async def test_send_garbage_from_server_is_a_transient_protocol_error(
         await peer.send(garbage)
         await peer.line()
 
-    async with scripted_server(handler) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            with anyio.fail_after(30):
-                result = await client.send(
-                    plain(server.port), envelope("a@x.test"), BODY
-                )
+    async with (
+        scripted_server(handler) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        with anyio.fail_after(30):
+            result = await client.send(plain(server.port), envelope("a@x.test"), BODY)
     (r,) = result.recipients
     assert r.status is Status.TRANSIENT
     assert not r.remote
@@ -223,9 +234,11 @@ async def test_send_silent_server_times_out_transiently() -> None:
         await anyio.sleep(60)
 
     timeouts = Timeouts(greeting=0.5)
-    async with scripted_server(silent) as server:
-        async with Client(helo="client.test", timeouts=timeouts) as client:
-            result = await client.send(plain(server.port), envelope("a@x.test"), BODY)
+    async with (
+        scripted_server(silent) as server,
+        Client(helo="client.test", timeouts=timeouts) as client,
+    ):
+        result = await client.send(plain(server.port), envelope("a@x.test"), BODY)
     (r,) = result.recipients
     assert r.status is Status.TRANSIENT
     assert r.reply.enhanced == "4.4.2"
@@ -249,9 +262,11 @@ async def test_connection_open_raises_classified_timeout() -> None:
 async def test_send_ehlo_refused_falls_back_to_helo() -> None:
     """RFC 5321 3.2: a server that does not know EHLO answers 500; HELO follows."""
     dialogue = Dialogue(replies={"EHLO": b"500 5.5.1 what?\r\n"})
-    async with scripted_server(dialogue) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            result = await client.send(plain(server.port), envelope("a@x.test"), BODY)
+    async with (
+        scripted_server(dialogue) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        result = await client.send(plain(server.port), envelope("a@x.test"), BODY)
     assert result.recipients[0].status is Status.DELIVERED
     lines = server.peers[0].lines
     assert lines[:2] == [b"EHLO client.test", b"HELO client.test"]
@@ -290,11 +305,13 @@ async def test_send_without_pipelining_waits_for_each_reply() -> None:
             else:
                 await peer.send(b"250 OK\r\n")
 
-    async with scripted_server(strict) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            result = await client.send(
-                plain(server.port), envelope("a@x.test", "b@x.test"), BODY
-            )
+    async with (
+        scripted_server(strict) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        result = await client.send(
+            plain(server.port), envelope("a@x.test", "b@x.test"), BODY
+        )
     assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
     assert seen_early == []
 
@@ -319,13 +336,13 @@ async def test_send_with_pipelining_sends_the_envelope_in_one_group() -> None:
         await peer.send(b"250 OK\r\n")
         await peer.line()
 
-    async with scripted_server(hold_replies) as server:
-        async with Client(
-            helo="client.test", timeouts=Timeouts(mail=3, rcpt=3)
-        ) as client:
-            result = await client.send(
-                plain(server.port), envelope("a@x.test", "b@x.test"), BODY
-            )
+    async with (
+        scripted_server(hold_replies) as server,
+        Client(helo="client.test", timeouts=Timeouts(mail=3, rcpt=3)) as client,
+    ):
+        result = await client.send(
+            plain(server.port), envelope("a@x.test", "b@x.test"), BODY
+        )
     assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
 
 
@@ -343,13 +360,15 @@ async def test_send_lmtp_gives_each_recipient_its_own_reply() -> None:
     )
     from smtp_client import LMTPServer
 
-    async with scripted_server(dialogue) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            result = await client.send(
-                LMTPServer(host="127.0.0.1", port=server.port),
-                envelope("a@x.test", "ghost@x.test", "c@x.test"),
-                BODY,
-            )
+    async with (
+        scripted_server(dialogue) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        result = await client.send(
+            LMTPServer(host="127.0.0.1", port=server.port),
+            envelope("a@x.test", "ghost@x.test", "c@x.test"),
+            BODY,
+        )
     assert [(r.status, r.reply.code) for r in result.recipients] == [
         (Status.DELIVERED, 250),
         (Status.PERMANENT, 550),
@@ -368,13 +387,15 @@ async def test_send_lmtp_connection_lost_between_replies() -> None:
         extensions=["PIPELINING"],
         replies={"LMTP": [b"250 2.0.0 saved\r\n", None]},
     )
-    async with scripted_server(dialogue) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            result = await client.send(
-                LMTPServer(host="127.0.0.1", port=server.port),
-                envelope("a@x.test", "b@x.test"),
-                BODY,
-            )
+    async with (
+        scripted_server(dialogue) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        result = await client.send(
+            LMTPServer(host="127.0.0.1", port=server.port),
+            envelope("a@x.test", "b@x.test"),
+            BODY,
+        )
     assert [r.status for r in result.recipients] == [Status.DELIVERED, Status.TRANSIENT]
     assert not result.recipients[1].remote
 
@@ -386,5 +407,6 @@ async def test_connection_raises_reply_error_for_refused_greeting() -> None:
             await Connection.open(
                 "127.0.0.1", server.port, helo="c.test", timeouts=FAST
             )
-    assert info.value.permanent and info.value.remote
+    assert info.value.permanent
+    assert info.value.remote
     assert info.value.reply == Reply(554, None, "5.7.1 go away")

@@ -179,5 +179,5 @@ async def test_pool_ends_a_354_after_refused_recipients_with_a_dot() -> None:
 
 def test_client_refuses_a_bad_helo_name() -> None:
     """RFC 5321 4.1.1.1: the EHLO argument is one printable word."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="printable ASCII"):
         Client(helo="bad name\r\nMAIL")

@@ -156,7 +156,8 @@ async def test_starttls_refused_under_required_policy_is_transient(
             result = await client.send(destination, envelope(), BODY)
     (r,) = result.recipients
     assert r.status is Status.TRANSIENT
-    assert r.reply.code == 501 and r.remote
+    assert r.reply.code == 501
+    assert r.remote
 
 
 async def test_opportunistic_without_starttls_sends_in_clear() -> None:
@@ -201,7 +202,8 @@ async def test_opportunistic_handshake_failure_retries_in_clear() -> None:
             return
         sessions.append("clear")
         # The clear session: MAIL RCPT DATA pipelined, already read one.
-        assert line is not None and line.startswith(b"MAIL")
+        assert line is not None
+        assert line.startswith(b"MAIL")
         await peer.line()
         await peer.line()
         await peer.send(b"250 OK\r\n250 OK\r\n354 go\r\n")
@@ -232,11 +234,13 @@ async def test_opportunistic_handshake_failure_without_fallback_is_transient() -
         await peer.close()
 
     policy = TLSPolicy.opportunistic(fallback_to_plaintext=False)
-    async with scripted_server(handler) as server:
-        async with Client(helo="client.test", timeouts=FAST) as client:
-            result = await client.send(
-                SmartHost("127.0.0.1", server.port, tls=policy), envelope(), BODY
-            )
+    async with (
+        scripted_server(handler) as server,
+        Client(helo="client.test", timeouts=FAST) as client,
+    ):
+        result = await client.send(
+            SmartHost("127.0.0.1", server.port, tls=policy), envelope(), BODY
+        )
     (r,) = result.recipients
     assert r.status is Status.TRANSIENT
     assert r.reply.enhanced == "4.7.5"
@@ -358,7 +362,8 @@ async def test_auth_refused_is_a_result_with_the_servers_reply(
             result = await client.send(destination, envelope(), BODY)
     (r,) = result.recipients
     assert r.status is Status.PERMANENT
-    assert r.reply.code == 535 and r.remote
+    assert r.reply.code == 535
+    assert r.remote
     assert not any(line.startswith(b"MAIL") for line in server.peers[0].lines)
 
 
@@ -394,6 +399,7 @@ def test_tls_policy_defaults() -> None:
     assert TLSPolicy.implicit().mode is TLSMode.IMPLICIT
     assert SmartHost("relay.test").tls.mode is TLSMode.REQUIRED
     context = TLSPolicy.required().context()
-    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
     loose = TLSPolicy.opportunistic().context()
     assert loose.verify_mode is ssl.CERT_NONE

@@ -33,8 +33,6 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from .plugin import require_program
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
@@ -177,11 +175,18 @@ class Dnsmasq:
         self._log.close()
 
 
-def _free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_port(host: str) -> int:
+    """A port free on ``host`` for both UDP and TCP (dnsmasq binds both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind((host, port))
+                except OSError:
+                    continue
+                return port
 
 
 def start_dnsmasq(
@@ -200,8 +205,10 @@ def start_dnsmasq(
     domains that are not configured get NXDOMAIN (without ``--local``,
     dnsmasq answers REFUSED).  No upstream, no /etc/hosts, no resolv.conf.
     """
+    from .plugin import require_program  # here: plugin imports this module
+
     binary = require_program("dnsmasq")
-    port = _free_udp_port(host)
+    port = _free_port(host)
     args = [
         binary,
         "--no-daemon",
@@ -231,7 +238,9 @@ def start_dnsmasq(
         sock.settimeout(0.05)
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"dnsmasq exited: {server.log()}")
+                output = server.log()
+                server.stop()
+                raise RuntimeError(f"dnsmasq exited: {output}")
             sock.sendto(probe, (host, port))
             with contextlib.suppress(TimeoutError):
                 sock.recvfrom(4096)

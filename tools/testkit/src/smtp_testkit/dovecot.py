@@ -20,6 +20,7 @@ Fixtures: ``dovecot`` (one per test module) and ``dovecot_factory``.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -30,8 +31,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from .plugin import require_program
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -115,9 +114,14 @@ class DovecotServer:
         return [f.read_bytes() for f in files]
 
     def fetch(self, user: str, fields: str = "hdr.subject", query: str = "all") -> str:
-        """``doveadm fetch -u user FIELDS QUERY`` (e.g. ``"text"``, ``"body"``)."""
+        """``doveadm fetch -u user FIELDS QUERY``.
+
+        ``fields`` and ``query`` are split like a shell would: e.g.
+        ``fetch("alice", "hdr.subject text", "header subject hello")``.
+        """
+        command = ["doveadm", "-c", str(self.config), "fetch", "-u", user]
         return subprocess.run(
-            ["doveadm", "-c", str(self.config), "fetch", "-u", user, fields, query],
+            [*command, " ".join(shlex.split(fields)), *shlex.split(query)],
             capture_output=True,
             text=True,
             check=True,
@@ -147,6 +151,8 @@ def start_dovecot(
     ``users`` maps user names to passwords (default alice and bob, both
     ``secret``).
     """
+    from .plugin import require_program  # here: plugin imports this module
+
     binary = require_program("dovecot")
     users = users if users is not None else {"alice": "secret", "bob": "secret"}
     # mkdtemp is 0700: Dovecot's auth process (user dovecot) and the mail

@@ -43,8 +43,6 @@ from typing import TYPE_CHECKING
 import pytest
 import trustme
 
-from .plugin import require_program
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
@@ -251,6 +249,8 @@ def start_postfix(
     ``{"message_size_limit": "2000"}``.  ``sasl_path`` is a Dovecot auth
     socket; with it, submission and implicit-TLS listeners are added.
     """
+    from .plugin import require_program  # here: plugin imports this module
+
     require_program("postfix")
     require_root("Postfix")
     root = Path(tempfile.mkdtemp(prefix="pf"))
