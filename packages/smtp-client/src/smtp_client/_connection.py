@@ -11,6 +11,7 @@ classified errors of :mod:`smtp_client._errors` and per-recipient results
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 from typing import TYPE_CHECKING
 
@@ -240,9 +241,10 @@ class Connection:
                 f"no connection within {timeouts.connect:g} s", host=label
             ) from None
         except OSError as exc:
-            raise ConnectError(
-                f"cannot connect: {exc.strerror or exc}", host=label
-            ) from None
+            # anyio says "All connection attempts failed"; the cause says why.
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            reason = os.strerror(cause.errno) if cause.errno else str(cause)
+            raise ConnectError(f"cannot connect: {reason}", host=label) from None
         conn = cls(
             stream,
             label,
