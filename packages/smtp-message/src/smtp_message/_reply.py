@@ -133,7 +133,8 @@ class Reply:
         for i, line in enumerate(lines):
             sep = " " if i == last else "-"
             body = (lead + line).rstrip(" ") if not line else lead + line
-            if body or sep == "-":
+            if body or sep == "-" or self.code == 334:
+                # RFC 4954 4: continue-req = "334" SP [base64] CRLF
                 out.append(f"{code}{sep}{body}\r\n")
             else:
                 out.append(f"{code}\r\n")

@@ -146,6 +146,10 @@ def _check_mechanisms(
             raise ValueError(f"not a SASL mechanism name: {mechanism!r}")
 
 
+def _to_mechanisms(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(m.upper() for m in value)
+
+
 def _upper_keywords(value: Sequence[str]) -> frozenset[str]:
     return frozenset(v.upper() for v in value)
 
@@ -193,7 +197,7 @@ class ServerSettings:
     starttls: bool = False
     #: SASL mechanisms offered by AUTH (RFC 4954), e.g. ``("PLAIN", "LOGIN")``.
     auth_mechanisms: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_check_mechanisms
+        default=(), converter=_to_mechanisms, validator=_check_mechanisms
     )
     #: Offer AUTH only once TLS is active (RFC 4954 4: plain-text mechanisms
     #: over a clear channel expose passwords).

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from . import __version__
+from . import __version__, _sink
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -22,7 +22,7 @@ class Subcommand(Protocol):
 
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: list[Subcommand] = []
+SUBCOMMANDS: list[Subcommand] = [_sink]
 
 
 def build_parser() -> argparse.ArgumentParser:
