@@ -78,9 +78,7 @@ def _metadata(session: Session, envelope: Envelope, size: int) -> dict[str, obje
         },
         "rcpt_parameters": [
             {
-                "notify": sorted(n.value for n in r.params.notify)
-                if r.params.notify
-                else None,
+                "notify": sorted(n.value for n in r.params.notify) if r.params.notify else None,
                 "orcpt": (
                     f"{r.params.orcpt.addr_type};{r.params.orcpt.address}"
                     if r.params.orcpt
@@ -98,9 +96,7 @@ def _metadata(session: Session, envelope: Envelope, size: int) -> dict[str, obje
             "helo": session.hello.domain if session.hello else None,
         },
         "tls": (
-            {"version": session.tls.version, "cipher": session.tls.cipher}
-            if session.tls
-            else None
+            {"version": session.tls.version, "cipher": session.tls.cipher} if session.tls else None
         ),
         "auth": session.auth_identity,
         "received_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -178,9 +174,7 @@ def _credentials(values: list[str]) -> dict[str, str]:
     for value in values:
         user, sep, password = value.partition(":")
         if not sep or not user:
-            raise argparse.ArgumentTypeError(
-                f"--auth wants USER:PASSWORD, not {value!r}"
-            )
+            raise argparse.ArgumentTypeError(f"--auth wants USER:PASSWORD, not {value!r}")
         out[user] = password
     return out
 
@@ -198,7 +192,7 @@ def build_settings(args: argparse.Namespace) -> Settings:
         auth_requires_tls=context is not None,
         requiretls=context is not None,
     )
-    return Settings(protocol=protocol, ssl_context=context)
+    return Settings(protocol=protocol, ssl_context=context, max_sessions=args.max_sessions)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -211,9 +205,7 @@ async def run(args: argparse.Namespace) -> int:
             stale.unlink()  # left by a crash: never a complete message
     settings = build_settings(args)
     if args.auth and settings.ssl_context is None:
-        logger.warning(
-            "AUTH is offered without TLS: passwords cross the network in clear"
-        )
+        logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
     listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
     hooks = SinkHooks(out, _credentials(args.auth))
     server = Server(hooks, settings)
@@ -278,12 +270,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(repeatable; default 127.0.0.1:2525)",
     )
     p.add_argument("--out", metavar="DIR", help="directory for the messages")
-    p.add_argument(
-        "--discard", action="store_true", help="accept and drop every message"
-    )
-    p.add_argument(
-        "--tls-cert", metavar="PEM", help="certificate chain: offer STARTTLS"
-    )
+    p.add_argument("--discard", action="store_true", help="accept and drop every message")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: offer STARTTLS")
     p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     p.add_argument(
         "--auth",
@@ -308,8 +296,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help=f"recipients per message (default {DEFAULT_MAX_RECIPIENTS})",
     )
     p.add_argument(
-        "--lmtp", action="store_true", help="speak LMTP (RFC 2033) instead of SMTP"
+        "--max-sessions",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="concurrent sessions; more get 421 4.3.2 (default 10000)",
     )
+    p.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) instead of SMTP")
     p.add_argument("--hostname", default="localhost", help="name in the greeting")
     p.add_argument(
         "--backend",

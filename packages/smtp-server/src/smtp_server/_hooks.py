@@ -143,9 +143,7 @@ class Hooks:
         """
         return None
 
-    async def on_hello(
-        self, session: Session, command: Helo | Ehlo | Lhlo
-    ) -> Reply | None:
+    async def on_hello(self, session: Session, command: Helo | Ehlo | Lhlo) -> Reply | None:
         """HELO, EHLO or LHLO; ``None`` answers with the extension list."""
         return None
 

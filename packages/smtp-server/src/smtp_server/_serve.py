@@ -72,9 +72,7 @@ class Server:
     seconds to finish before they get it too.
     """
 
-    def __init__(
-        self, hooks: Hooks | None = None, settings: Settings | None = None
-    ) -> None:
+    def __init__(self, hooks: Hooks | None = None, settings: Settings | None = None) -> None:
         self.hooks = hooks or Hooks()
         self.settings = settings or Settings()
         self.statistics = ServerStatistics()
@@ -162,9 +160,7 @@ class Server:
                 self._all_done.set()
 
 
-async def _refuse(
-    stream: anyio.abc.ByteStream, settings: Settings, reply: Reply
-) -> None:
+async def _refuse(stream: anyio.abc.ByteStream, settings: Settings, reply: Reply) -> None:
     with anyio.move_on_after(settings.timeouts.close, shield=True):
         try:
             if not settings.implicit_tls:
@@ -175,8 +171,7 @@ async def _refuse(
 
 
 async def serve(
-    listeners: Listener[anyio.abc.ByteStream]
-    | Sequence[Listener[anyio.abc.ByteStream]],
+    listeners: Listener[anyio.abc.ByteStream] | Sequence[Listener[anyio.abc.ByteStream]],
     hooks: Hooks | None = None,
     settings: Settings | None = None,
     *,
@@ -219,9 +214,7 @@ async def listen(address: str) -> Listener[anyio.abc.ByteStream]:
         raise ValueError(f"not host:port: {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    return await anyio.create_tcp_listener(
-        local_host=host or None, local_port=int(port)
-    )
+    return await anyio.create_tcp_listener(local_host=host or None, local_port=int(port))
 
 
 async def systemd_listeners(
@@ -249,13 +242,9 @@ async def systemd_listeners(
         name = names[i] if i < len(names) and names[i] else "unknown"
         sock = socket.socket(fileno=fd)
         if sock.type != socket.SOCK_STREAM:
-            raise ValueError(
-                f"passed file descriptor {fd} ({name}) is not a stream socket"
-            )
+            raise ValueError(f"passed file descriptor {fd} ({name}) is not a stream socket")
         os.set_inheritable(fd, False)
-        result.setdefault(name, []).append(
-            await anyio.abc.SocketListener.from_socket(sock)
-        )
+        result.setdefault(name, []).append(await anyio.abc.SocketListener.from_socket(sock))
     if unset_environment:
         for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             env.pop(key, None)

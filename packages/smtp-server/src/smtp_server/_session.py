@@ -128,9 +128,7 @@ class _Body:
     def push_deadline(self) -> None:
         # The hook may take data_termination to decide once it stops
         # reading (RFC 5321 4.5.3.2.6).
-        self._scope.deadline = (
-            anyio.current_time() + self._driver.timeouts.data_termination
-        )
+        self._scope.deadline = anyio.current_time() + self._driver.timeouts.data_termination
 
     def _abort(self, reason: str) -> MessageAborted:
         self.aborted = reason
@@ -207,15 +205,14 @@ class _Driver:
         if settings.ssl_context is not None and not protocol.starttls:
             protocol = attrs.evolve(protocol, starttls=not settings.implicit_tls)
         self.conn = ServerConnection(protocol, tls_active=tls_active)
-        self.session = Session(
-            id=secrets.token_hex(5), peer=peer, local=local, lmtp=protocol.lmtp
-        )
+        self.session = Session(id=secrets.token_hex(5), peer=peer, local=local, lmtp=protocol.lmtp)
         self.out = bytearray()
         self.pending_event: Command | None = None
         self.auth_failures = 0
         self.timed_out = False
         self.gone = False
-        self.end = "quit"
+        # How the session ended, for the log line; set when it is known.
+        self.end = "connection closed"
         self.recipients = 0
         #: The session's cancel scope (:func:`serve` cancels it on shutdown).
         self.scope: anyio.CancelScope | None = None
@@ -260,14 +257,9 @@ class _Driver:
         except LocalProtocolError:
             # A hook answered with a reply the protocol cannot take (say a
             # 354 to MAIL): that is the hook's bug, not the client's.
-            logger.exception(
-                "session %s: hook gave an impossible reply %s", self.session.id, reply
-            )
+            logger.exception("session %s: hook gave an impossible reply %s", self.session.id, reply)
             self.out += conn.send(replies.LOCAL_ERROR)
-        if (
-            conn.errors >= self.settings.max_errors
-            and conn.state is not ServerState.CLOSED
-        ):
+        if conn.errors >= self.settings.max_errors and conn.state is not ServerState.CLOSED:
             self.end = "too many errors"
             self.out += conn.send(replies.TOO_MANY_ERRORS)
 
@@ -327,9 +319,7 @@ class _Driver:
             try:
                 await self.hooks.on_disconnect(self.session)
             except Exception:
-                logger.exception(
-                    "session %s: hook on_disconnect failed", self.session.id
-                )
+                logger.exception("session %s: hook on_disconnect failed", self.session.id)
         s = self.session
         logger.info(
             "session=%s peer=%s tls=%s auth=%s helo=%s messages=%d recipients=%d "
@@ -360,9 +350,7 @@ class _Driver:
         else:
             # RFC 5321 3.1: a greeting is 220, or 554 (no service), or 421.
             if result is not _HOOK_FAILED:
-                logger.error(
-                    "session %s: on_connect returned %r", self.session.id, result
-                )
+                logger.error("session %s: on_connect returned %r", self.session.id, result)
             greeting = _SERVICE_NOT_AVAILABLE
         self.reply(greeting)
         await self._loop()
@@ -417,19 +405,12 @@ class _Driver:
     async def _dispatch(self, event: object) -> None:
         conn = self.conn
         if isinstance(event, ConnectionClosed):
-            self.end = (
-                "connection closed"
-                if conn.state is not ServerState.CLOSED
-                else self.end
-            )
             self.gone = True
             raise _Close
         if isinstance(event, (Helo, Ehlo, Lhlo)):
             await self._on_hello(event)
         elif isinstance(event, MailFrom):
-            await self._on_command(
-                "on_mail", self.hooks.on_mail, event, replies.SENDER_OK
-            )
+            await self._on_command("on_mail", self.hooks.on_mail, event, replies.SENDER_OK)
         elif isinstance(event, RcptTo):
             reply = await self._on_command(
                 "on_rcpt", self.hooks.on_rcpt, event, replies.RECIPIENT_OK
@@ -478,9 +459,7 @@ class _Driver:
             return default
         if isinstance(result, Reply):
             return result
-        logger.error(
-            "session %s: hook returned %r, not a Reply or None", self.session.id, result
-        )
+        logger.error("session %s: hook returned %r, not a Reply or None", self.session.id, result)
         return replies.LOCAL_ERROR
 
     # -- Messages -----------------------------------------------------------
@@ -489,9 +468,7 @@ class _Driver:
         conn = self.conn
         transaction = conn.transaction
         assert transaction is not None
-        envelope = Envelope(
-            transaction.mail_from, tuple(transaction.recipients), body_command
-        )
+        envelope = Envelope(transaction.mail_from, tuple(transaction.recipients), body_command)
         outcome: object = None
         with anyio.CancelScope() as scope:
             body = _Body(self, scope)

@@ -14,9 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["Settings", "Timeouts"]
 
 
-def _positive(
-    _instance: object, attribute: attrs.Attribute[float], value: float
-) -> None:
+def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be positive")
 
@@ -57,9 +55,7 @@ class Timeouts:
     @classmethod
     def scaled(cls, factor: float) -> Timeouts:
         """Every timeout multiplied by ``factor`` (small values for tests)."""
-        return cls(
-            **{f.name: getattr(cls(), f.name) * factor for f in attrs.fields(cls)}
-        )
+        return cls(**{f.name: getattr(cls(), f.name) * factor for f in attrs.fields(cls)})
 
 
 @attrs.frozen
