@@ -232,18 +232,10 @@ class Dialogue:
                 chunks = []
                 default = b"250 2.1.0 Sender OK\r\n"
             elif verb == "RCPT":
-                default = (
-                    b"250 2.1.5 Recipient OK\r\n"
-                    if mail_ok
-                    else b"503 5.5.1 MAIL first\r\n"
-                )
+                default = b"250 2.1.5 Recipient OK\r\n" if mail_ok else b"503 5.5.1 MAIL first\r\n"
             elif verb == "DATA":
                 # RFC 5321 3.3: "554 no valid recipients" (as Postfix says it).
-                default = (
-                    b"354 Go ahead\r\n"
-                    if accepted
-                    else b"554 5.5.1 No valid recipients\r\n"
-                )
+                default = b"354 Go ahead\r\n" if accepted else b"554 5.5.1 No valid recipients\r\n"
             elif verb == "STARTTLS":
                 default = b"220 2.0.0 Ready to start TLS\r\n"
             elif verb == "QUIT":

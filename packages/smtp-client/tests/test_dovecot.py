@@ -48,9 +48,7 @@ async def test_lmtp_unix_socket_known_and_unknown_user(
     """RFC 2033 4.2: alice is delivered, ghost refused at RCPT (550 5.1.1); the
     one reply after the body belongs to alice."""
     tag = f"t-{uuid.uuid4().hex}"
-    async with Client(
-        helo="client.test", timeouts=TIMEOUTS, use_chunking=chunking
-    ) as client:
+    async with Client(helo="client.test", timeouts=TIMEOUTS, use_chunking=chunking) as client:
         result = await client.send(
             LMTPServer.unix(str(dovecot.lmtp_socket)),
             Envelope.build("s@client.test", ["alice@peer.test", "ghost@peer.test"]),

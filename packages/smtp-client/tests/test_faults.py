@@ -309,9 +309,7 @@ async def test_send_without_pipelining_waits_for_each_reply() -> None:
         scripted_server(strict) as server,
         Client(helo="client.test", timeouts=FAST) as client,
     ):
-        result = await client.send(
-            plain(server.port), envelope("a@x.test", "b@x.test"), BODY
-        )
+        result = await client.send(plain(server.port), envelope("a@x.test", "b@x.test"), BODY)
     assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
     assert seen_early == []
 
@@ -340,9 +338,7 @@ async def test_send_with_pipelining_sends_the_envelope_in_one_group() -> None:
         scripted_server(hold_replies) as server,
         Client(helo="client.test", timeouts=Timeouts(mail=3, rcpt=3)) as client,
     ):
-        result = await client.send(
-            plain(server.port), envelope("a@x.test", "b@x.test"), BODY
-        )
+        result = await client.send(plain(server.port), envelope("a@x.test", "b@x.test"), BODY)
     assert [r.status for r in result.recipients] == [Status.DELIVERED] * 2
 
 
@@ -352,9 +348,7 @@ async def test_send_lmtp_gives_each_recipient_its_own_reply() -> None:
         lmtp=True,
         extensions=["PIPELINING", "ENHANCEDSTATUSCODES"],
         replies={
-            "RCPT": lambda line: (
-                b"550 5.1.1 unknown\r\n" if b"ghost" in line else b"250 OK\r\n"
-            ),
+            "RCPT": lambda line: b"550 5.1.1 unknown\r\n" if b"ghost" in line else b"250 OK\r\n",
             "LMTP": [b"250 2.0.0 a saved\r\n", b"452 4.2.2 c over quota\r\n"],
         },
     )
@@ -404,9 +398,7 @@ async def test_connection_raises_reply_error_for_refused_greeting() -> None:
     """RFC 5321 3.1: Connection.open raises the classified error with the reply."""
     async with scripted_server(Dialogue(greeting=b"554 5.7.1 go away\r\n")) as server:
         with pytest.raises(ReplyError) as info:
-            await Connection.open(
-                "127.0.0.1", server.port, helo="c.test", timeouts=FAST
-            )
+            await Connection.open("127.0.0.1", server.port, helo="c.test", timeouts=FAST)
     assert info.value.permanent
     assert info.value.remote
     assert info.value.reply == Reply(554, None, "5.7.1 go away")

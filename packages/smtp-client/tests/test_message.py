@@ -87,10 +87,7 @@ async def test_body_bare_lf_smuggling_attempt_is_normalised() -> None:
     ordinary, dot-stuffed lines of one message: the server sees exactly one
     message, and no second MAIL command.
     """
-    body = (
-        b"Subject: x\n\nhello\n.\nMAIL FROM:<evil@x.test>\n"
-        b"RCPT TO:<v@x.test>\nDATA\n\rX\r.\r\n"
-    )
+    body = b"Subject: x\n\nhello\n.\nMAIL FROM:<evil@x.test>\nRCPT TO:<v@x.test>\nDATA\n\rX\r.\r\n"
     dialogue = Dialogue()
     result, server = await send(dialogue, body)
     assert result.recipients[0].status is Status.DELIVERED
@@ -109,9 +106,7 @@ async def test_body_bare_lf_smuggling_attempt_is_normalised() -> None:
 async def test_body_bare_line_ending_refused_by_policy_sends_nothing() -> None:
     """RFC 5321 2.3.8 under the REJECT policy: permanent 5.6.0, nothing written."""
     dialogue = Dialogue()
-    result, server = await send(
-        dialogue, b"a\nb\r\n", bare_line_endings=BareLineEndings.REJECT
-    )
+    result, server = await send(dialogue, b"a\nb\r\n", bare_line_endings=BareLineEndings.REJECT)
     (r,) = result.recipients
     assert r.status is Status.PERMANENT
     assert r.reply.enhanced == "5.6.0"
@@ -128,9 +123,7 @@ async def test_body_streamed_bare_cr_refused_midway_delivers_nothing() -> None:
         yield b"bad\rline\r\n"
 
     dialogue = Dialogue()
-    result, server = await send(
-        dialogue, pieces(), bare_line_endings=BareLineEndings.REJECT
-    )
+    result, server = await send(dialogue, pieces(), bare_line_endings=BareLineEndings.REJECT)
     (r,) = result.recipients
     assert r.status is Status.PERMANENT
     assert r.reply.enhanced == "5.6.0"
@@ -421,9 +414,7 @@ def test_mail_params_refuse_control_characters() -> None:
 
 
 bodies = st.lists(
-    st.sampled_from(
-        [b"a", b".", b"\r", b"\n", b"\r\n", b".\r\n", b"\xc3\xa9", b"x" * 50]
-    ),
+    st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b".\r\n", b"\xc3\xa9", b"x" * 50]),
     max_size=40,
 ).map(b"".join)
 

@@ -183,9 +183,7 @@ async def test_resolve_address_literal_needs_no_dns(dns_server: DNSServer) -> No
 
 async def test_resolve_randomises_equal_preferences(dns_server: DNSServer) -> None:
     """RFC 5321 5.1: equal preferences "MUST" be tried in random order."""
-    dns_server.add(
-        "even.test", "MX", "10 a.even.test.", "10 b.even.test.", "5 first.even.test."
-    )
+    dns_server.add("even.test", "MX", "10 a.even.test.", "10 b.even.test.", "5 first.even.test.")
     for name, address in [
         ("a", "127.0.0.2"),
         ("b", "127.0.0.3"),
@@ -204,9 +202,7 @@ async def test_resolve_randomises_equal_preferences(dns_server: DNSServer) -> No
     }
 
 
-@given(
-    st.lists(st.tuples(st.integers(0, 65535), st.text("abc", min_size=1, max_size=3)))
-)
+@given(st.lists(st.tuples(st.integers(0, 65535), st.text("abc", min_size=1, max_size=3))))
 def test_order_mx_sorts_and_keeps_every_record(
     records: list[tuple[int, str]],
 ) -> None:
@@ -358,9 +354,7 @@ async def test_mx_dns_failures_become_results(
 ) -> None:
     """RFC 7505 and RFC 5321 5.1: DNS outcomes reach every recipient's result."""
     setup(dns_server)
-    domain = {"5.1.10": "nullmx.test", "5.1.2": "nosuch.test", "4.4.3": "fail.test"}[
-        enhanced
-    ]
+    domain = {"5.1.10": "nullmx.test", "5.1.2": "nosuch.test", "4.4.3": "fail.test"}[enhanced]
     async with Client(
         helo="client.test",
         timeouts=FAST,

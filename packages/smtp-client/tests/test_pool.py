@@ -50,11 +50,7 @@ async def test_pool_sends_rset_after_an_unfinished_transaction() -> None:
     """RFC 5321 4.1.1.5: RSET clears a transaction that did not complete
     (here every recipient was refused) before the next MAIL."""
     dialogue = Dialogue(
-        replies={
-            "RCPT": lambda line: (
-                b"550 5.1.1 no\r\n" if b"ghost" in line else b"250 OK\r\n"
-            )
-        }
+        replies={"RCPT": lambda line: b"550 5.1.1 no\r\n" if b"ghost" in line else b"250 OK\r\n"}
     )
     async with scripted_server(dialogue) as server:
         destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.none())
@@ -118,14 +114,10 @@ async def test_pool_bounds_concurrent_connections() -> None:
     results = []
     async with scripted_server(slow) as server:
         destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.none())
-        async with Client(
-            helo="client.test", timeouts=FAST, max_connections=2
-        ) as client:
+        async with Client(helo="client.test", timeouts=FAST, max_connections=2) as client:
 
             async def one(i: int) -> None:
-                results.append(
-                    await client.send(destination, envelope(f"r{i}@x.test"), BODY)
-                )
+                results.append(await client.send(destination, envelope(f"r{i}@x.test"), BODY))
 
             async with anyio.create_task_group() as tg:
                 for i in range(10):

@@ -100,9 +100,7 @@ async def test_postfix_starttls_required_and_verified(postfix: PostfixServer) ->
     destination = SmartHost(
         postfix.host,
         postfix.port,
-        tls=TLSPolicy.required(
-            ca_file=str(postfix.ca_file), server_hostname="mx.peer.test"
-        ),
+        tls=TLSPolicy.required(ca_file=str(postfix.ca_file), server_hostname="mx.peer.test"),
     )
     async with Client(helo="client.test", timeouts=TIMEOUTS) as client:
         result = await client.send(
@@ -155,18 +153,14 @@ async def test_postfix_chunking_and_pipelining_in_use(postfix: PostfixServer) ->
     assert result.extensions.chunking
     assert result.recipients[0].status is Status.DELIVERED
     postfix.wait_for_delivery(tag.encode())
-    postfix.wait_for_log(
-        r"disconnect from localhost.*ehlo=1 mail=1 rcpt=1 bdat=1 quit=1"
-    )
+    postfix.wait_for_log(r"disconnect from localhost.*ehlo=1 mail=1 rcpt=1 bdat=1 quit=1")
 
 
 async def test_postfix_data_when_chunking_is_off(postfix: PostfixServer) -> None:
     """RFC 5321 4.1.1.4: DATA with dot-stuffing; a leading dot survives."""
     tag = marker()
     body = message(tag, b".leading dot\r\n..two dots\r\n")
-    async with Client(
-        helo="client.test", timeouts=TIMEOUTS, use_chunking=False
-    ) as client:
+    async with Client(helo="client.test", timeouts=TIMEOUTS, use_chunking=False) as client:
         result = await client.send(
             plain(postfix), Envelope.build("s@client.test", ["alice@peer.test"]), body
         )
@@ -311,9 +305,7 @@ async def test_postfix_submission_auth_plain(submission: PostfixServer) -> None:
     destination = SmartHost(
         submission.host,
         submission.submission_port,
-        tls=TLSPolicy.required(
-            ca_file=str(submission.ca_file), server_hostname="mx.peer.test"
-        ),
+        tls=TLSPolicy.required(ca_file=str(submission.ca_file), server_hostname="mx.peer.test"),
         credentials=Credentials("alice", "secret", mechanisms=("PLAIN",)),
     )
     async with Client(helo="client.test", timeouts=TIMEOUTS) as client:
@@ -335,9 +327,7 @@ async def test_postfix_smtps_auth_login(submission: PostfixServer) -> None:
     destination = SmartHost(
         submission.host,
         submission.smtps_port,
-        tls=TLSPolicy.implicit(
-            ca_file=str(submission.ca_file), server_hostname="mx.peer.test"
-        ),
+        tls=TLSPolicy.implicit(ca_file=str(submission.ca_file), server_hostname="mx.peer.test"),
         credentials=Credentials("alice", "secret", mechanisms=("LOGIN",)),
     )
     async with Client(helo="client.test", timeouts=TIMEOUTS) as client:
@@ -359,9 +349,7 @@ async def test_postfix_auth_wrong_password_is_permanent(
     destination = SmartHost(
         submission.host,
         submission.submission_port,
-        tls=TLSPolicy.required(
-            ca_file=str(submission.ca_file), server_hostname="mx.peer.test"
-        ),
+        tls=TLSPolicy.required(ca_file=str(submission.ca_file), server_hostname="mx.peer.test"),
         credentials=Credentials("alice", "wrong"),
     )
     async with Client(helo="client.test", timeouts=TIMEOUTS) as client:
@@ -385,9 +373,7 @@ async def test_postfix_submission_without_auth_is_refused(
     destination = SmartHost(
         submission.host,
         submission.submission_port,
-        tls=TLSPolicy.required(
-            ca_file=str(submission.ca_file), server_hostname="mx.peer.test"
-        ),
+        tls=TLSPolicy.required(ca_file=str(submission.ca_file), server_hostname="mx.peer.test"),
     )
     async with Client(helo="client.test", timeouts=TIMEOUTS) as client:
         result = await client.send(

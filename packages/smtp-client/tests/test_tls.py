@@ -47,15 +47,11 @@ def envelope() -> Envelope:
     return Envelope.build("sender@client.test", ["a@x.test"])
 
 
-async def test_starttls_required_and_verified(
-    server_context: ssl.SSLContext, ca_file: str
-) -> None:
+async def test_starttls_required_and_verified(server_context: ssl.SSLContext, ca_file: str) -> None:
     """RFC 3207 4 and 4.2: STARTTLS, handshake, then EHLO again from scratch."""
     dialogue = Dialogue(extensions=TLS_EXTENSIONS, tls=server_context)
     async with scripted_server(dialogue) as server:
-        destination = SmartHost(
-            "127.0.0.1", server.port, tls=TLSPolicy.required(ca_file=ca_file)
-        )
+        destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.required(ca_file=ca_file))
         async with Client(helo="client.test", timeouts=FAST) as client:
             result = await client.send(destination, envelope(), BODY)
     assert result.tls
@@ -76,9 +72,7 @@ async def test_starttls_bytes_after_220_are_discarded(
     reply, sent over TLS.
     """
     injected = b"250-mx.test\r\n250 AUTH PLAIN\r\n250 2.1.0 forged\r\n"
-    dialogue = Dialogue(
-        extensions=TLS_EXTENSIONS, tls=server_context, after_starttls=injected
-    )
+    dialogue = Dialogue(extensions=TLS_EXTENSIONS, tls=server_context, after_starttls=injected)
     async with scripted_server(dialogue) as server:
         conn = await Connection.open(
             "127.0.0.1",
@@ -117,9 +111,7 @@ async def test_starttls_bytes_arriving_after_the_220_break_the_handshake(
         await peer.line()
 
     async with scripted_server(handler) as server:
-        destination = SmartHost(
-            "127.0.0.1", server.port, tls=TLSPolicy.required(ca_file=ca_file)
-        )
+        destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.required(ca_file=ca_file))
         async with Client(helo="client.test", timeouts=FAST) as client:
             result = await client.send(destination, envelope(), BODY)
     (r,) = result.recipients
@@ -149,9 +141,7 @@ async def test_starttls_refused_under_required_policy_is_transient(
         extensions=TLS_EXTENSIONS, replies={"STARTTLS": b"501 5.5.4 no TLS for you\r\n"}
     )
     async with scripted_server(dialogue) as server:
-        destination = SmartHost(
-            "127.0.0.1", server.port, tls=TLSPolicy.required(ca_file=ca_file)
-        )
+        destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.required(ca_file=ca_file))
         async with Client(helo="client.test", timeouts=FAST) as client:
             result = await client.send(destination, envelope(), BODY)
     (r,) = result.recipients
@@ -173,9 +163,7 @@ async def test_opportunistic_without_starttls_sends_in_clear() -> None:
 
 async def test_opportunistic_starttls_454_continues_in_clear() -> None:
     """RFC 3207 4: "454 TLS not available": the opportunistic client goes on."""
-    dialogue = Dialogue(
-        extensions=TLS_EXTENSIONS, replies={"STARTTLS": b"454 4.7.0 not now\r\n"}
-    )
+    dialogue = Dialogue(extensions=TLS_EXTENSIONS, replies={"STARTTLS": b"454 4.7.0 not now\r\n"})
     async with scripted_server(dialogue) as server:
         destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.opportunistic())
         async with Client(helo="client.test", timeouts=FAST) as client:
@@ -264,16 +252,12 @@ async def test_required_tls_rejects_a_certificate_from_another_ca(
                 tls=TLSPolicy.required(ca_file=pem),
                 timeouts=FAST,
             )
-    assert "certificate verify failed" in str(info.value) or "certificate" in str(
-        info.value
-    )
+    assert "certificate verify failed" in str(info.value) or "certificate" in str(info.value)
     assert not info.value.permanent
     assert b"MAIL" not in server.peers[0].received
 
 
-async def test_required_tls_checks_the_name(
-    server_context: ssl.SSLContext, ca_file: str
-) -> None:
+async def test_required_tls_checks_the_name(server_context: ssl.SSLContext, ca_file: str) -> None:
     """RFC 6125 via RFC 3207: a valid chain for another name is refused."""
     dialogue = Dialogue(extensions=TLS_EXTENSIONS, tls=server_context)
     async with scripted_server(dialogue) as server:
@@ -314,9 +298,7 @@ async def test_auth_over_tls(
     challenges = iter([b"334 VXNlcm5hbWU6\r\n", b"334 UGFzc3dvcmQ6\r\n"])
 
     def auth(line: bytes) -> bytes:
-        return (
-            b"235 2.7.0 OK\r\n" if line.startswith(b"AUTH PLAIN") else next(challenges)
-        )
+        return b"235 2.7.0 OK\r\n" if line.startswith(b"AUTH PLAIN") else next(challenges)
 
     dialogue = Dialogue(
         extensions=TLS_EXTENSIONS,

@@ -31,9 +31,7 @@ if TYPE_CHECKING:
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_TEMPFAIL = 0, 64, 69, 75
 
 
-def smtp_mta(
-    *args: str, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
+def smtp_mta(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "smtp_mta._cli", "send", *args],
         input=stdin.decode() if stdin is not None else None,
@@ -162,9 +160,7 @@ def test_send_timeout_scales_and_is_tempfail(listener: socket.socket) -> None:
     ],
     ids=["crlf-command", "lf", "cr"],
 )
-def test_send_cr_or_lf_in_an_address_sends_nothing(
-    listener: socket.socket, bad: list[str]
-) -> None:
+def test_send_cr_or_lf_in_an_address_sends_nothing(listener: socket.socket, bad: list[str]) -> None:
     """GHSA-v3q9-hj7j-63hq: no command injection: exit 64, one line, no connection."""
     port = listener.getsockname()[1]
     proc = smtp_mta(
@@ -217,15 +213,11 @@ def test_send_bad_arguments_exit_64_and_send_nothing(
     assert not connected(listener)
 
 
-def test_send_body_file_with_added_header(
-    postfix: PostfixServer, tmp_path: Path
-) -> None:
+def test_send_body_file_with_added_header(postfix: PostfixServer, tmp_path: Path) -> None:
     """The body is sent as is (bare LFs become CRLF), after the --header lines."""
     tag = uuid.uuid4().hex
     body = tmp_path / "message.eml"
-    body.write_bytes(
-        f"Subject: {tag}\nFrom: me@client.test\n\n.dot line\nend\n".encode()
-    )
+    body.write_bytes(f"Subject: {tag}\nFrom: me@client.test\n\n.dot line\nend\n".encode())
     proc = smtp_mta(
         *server(postfix),
         "--from", "me@client.test", "--to", "bob@peer.test",
@@ -255,18 +247,14 @@ def test_send_required_tls_with_ca_file(postfix: PostfixServer) -> None:
     do not trust the test CA: transient, exit 75."""
     args = ["--from", "me@client.test", "--to", "alice@peer.test"]
     where = ["--server", f"localhost:{postfix.port}"]
-    proc = smtp_mta(
-        *where, "--tls", "required", "--ca-file", str(postfix.ca_file), *args
-    )
+    proc = smtp_mta(*where, "--tls", "required", "--ca-file", str(postfix.ca_file), *args)
     assert proc.returncode == EX_OK, proc.stdout + proc.stderr
     proc = smtp_mta(*where, *args)  # required is the default for --server
     assert proc.returncode == EX_TEMPFAIL
     assert "4.7.5" in proc.stdout
 
 
-def test_send_mx_through_a_private_dns(
-    postfix: PostfixServer, dns_server: DNSServer
-) -> None:
+def test_send_mx_through_a_private_dns(postfix: PostfixServer, dns_server: DNSServer) -> None:
     """RFC 5321 5.1: --mx with --dns and --port: the MX of peer.test is found in
     the test's DNS server and the message delivered (opportunistic TLS)."""
     tag = uuid.uuid4().hex

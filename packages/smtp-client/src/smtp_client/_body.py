@@ -20,13 +20,9 @@ __all__ = ["Body", "BodySource"]
 #: whole message, an async iterable of its pieces (read once), or a function
 #: returning a fresh such iterable each time it is called (read as often as
 #: needed: one transaction per 100 recipients, RFC 5321 4.5.3.1.8).
-BodySource: TypeAlias = (
-    bytes | AsyncIterable[bytes] | Callable[[], AsyncIterable[bytes]]
-)
+BodySource: TypeAlias = bytes | AsyncIterable[bytes] | Callable[[], AsyncIterable[bytes]]
 
-BARE_LINE_ENDING = Reply(
-    554, "5.6.0", "message has a bare CR or LF (refused by policy)"
-)
+BARE_LINE_ENDING = Reply(554, "5.6.0", "message has a bare CR or LF (refused by policy)")
 
 
 def _normalizer(policy: BareLineEndings) -> LineEndingNormalizer:

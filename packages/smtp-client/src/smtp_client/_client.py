@@ -152,27 +152,21 @@ class Client:
         except MessageRefused as exc:
             return _failed(envelope, exc)
         if len(envelope.recipients) > MAX_RECIPIENTS and not prepared.replayable:
-            raise ValueError(
-                "more than 100 recipients need a body that can be read again"
-            )
+            raise ValueError("more than 100 recipients need a body that can be read again")
         limit = self._limits.get(destination)
         if limit is None:
             limit = self._limits[destination] = anyio.Semaphore(self.max_connections)
         async with limit:
             while (conn := await self._take_idle(destination)) is not None:
                 try:
-                    return await self._send_on(
-                        destination, conn, envelope, prepared, reused=True
-                    )
+                    return await self._send_on(destination, conn, envelope, prepared, reused=True)
                 except StaleConnection:
                     continue  # closed by the server while idle: try another
             try:
                 conn = await self._connect(destination)
             except ClientError as exc:
                 return _failed(envelope, exc)
-            return await self._send_on(
-                destination, conn, envelope, prepared, reused=False
-            )
+            return await self._send_on(destination, conn, envelope, prepared, reused=False)
 
     async def _send_on(
         self,
@@ -258,9 +252,7 @@ class Client:
                     break
                 tried += 1
                 try:
-                    return await self._open(
-                        address, destination.port, name=mx.name, tls=policy
-                    )
+                    return await self._open(address, destination.port, name=mx.name, tls=policy)
                 except _NEXT_HOST as exc:
                     errors.append(exc)
         # Every exchanger failed: transient if any failure was (the mail
@@ -296,16 +288,12 @@ class Client:
             # A failed handshake under the opportunistic policy: try again
             # in clear on a new connection, if the policy allows it.
             if tls.mode is TLSMode.OPPORTUNISTIC and tls.fallback_to_plaintext:
-                return await Connection.open(
-                    host, port, tls=TLSPolicy.none(), **options
-                )
+                return await Connection.open(host, port, tls=TLSPolicy.none(), **options)
             raise
 
 
 def _failed(envelope: Envelope, error: ClientError) -> SendResult:
     return SendResult(
-        tuple(
-            RecipientResult.from_error(r.address, error) for r in envelope.recipients
-        ),
+        tuple(RecipientResult.from_error(r.address, error) for r in envelope.recipients),
         host=error.host,
     )

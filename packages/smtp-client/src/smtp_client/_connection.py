@@ -93,15 +93,9 @@ MAX_RECIPIENTS = 100
 
 _TLS_NOT_OFFERED = Reply(454, "4.7.4", "TLS required but not offered by the server")
 _TOO_BIG = "message of {size} octets exceeds the server's limit of {limit} (RFC 1870)"
-_NO_8BITMIME = Reply(
-    554, "5.6.3", "8-bit message and the server does not support 8BITMIME"
-)
-_NO_BINARYMIME = Reply(
-    554, "5.6.3", "binary message and the server does not support BINARYMIME"
-)
-_NO_SMTPUTF8 = Reply(
-    553, "5.6.7", "UTF-8 addresses and the server does not support SMTPUTF8"
-)
+_NO_8BITMIME = Reply(554, "5.6.3", "8-bit message and the server does not support 8BITMIME")
+_NO_BINARYMIME = Reply(554, "5.6.3", "binary message and the server does not support BINARYMIME")
+_NO_SMTPUTF8 = Reply(553, "5.6.7", "UTF-8 addresses and the server does not support SMTPUTF8")
 _NO_REQUIRETLS = Reply(550, "5.7.30", "REQUIRETLS support required (RFC 8689)")
 
 _IO_ERRORS = (
@@ -192,9 +186,7 @@ class Connection:
     _features_cache: _Features | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._conn = ClientConnection(
-            lmtp=self.lmtp, bare_line_endings=self.bare_line_endings
-        )
+        self._conn = ClientConnection(lmtp=self.lmtp, bare_line_endings=self.bare_line_endings)
 
     # -- Opening -----------------------------------------------------------
 
@@ -233,13 +225,9 @@ class Connection:
                 if path is not None:
                     stream: anyio.abc.ByteStream = await anyio.connect_unix(path)
                 else:
-                    stream = await anyio.connect_tcp(
-                        host, port, local_host=local_address
-                    )
+                    stream = await anyio.connect_tcp(host, port, local_host=local_address)
         except TimeoutError:
-            raise TimedOut(
-                f"no connection within {timeouts.connect:g} s", host=label
-            ) from None
+            raise TimedOut(f"no connection within {timeouts.connect:g} s", host=label) from None
         except OSError as exc:
             # anyio says "All connection attempts failed"; the cause says why.
             cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
@@ -300,9 +288,7 @@ class Connection:
             reply = await self._command(Helo(helo), self.timeouts.command)
             if reply.is_positive:
                 return
-        raise ReplyError(
-            "the server refused HELO/EHLO", reply=reply, host=self.host, remote=True
-        )
+        raise ReplyError("the server refused HELO/EHLO", reply=reply, host=self.host, remote=True)
 
     async def _starttls(self, helo: str, tls: TLSPolicy, server_hostname: str) -> None:
         required = tls.mode is TLSMode.REQUIRED
@@ -353,9 +339,7 @@ class Connection:
             raise TLSError("TLS handshake timed out", host=self.host) from None
         except (*_IO_ERRORS, anyio.EndOfStream) as exc:
             self._broken = True
-            raise TLSError(
-                f"TLS handshake failed: {_describe(exc)}", host=self.host
-            ) from None
+            raise TLSError(f"TLS handshake failed: {_describe(exc)}", host=self.host) from None
         if not self._conn.tls_active and self._conn.state is ClientState.GREETING:
             # Implicit TLS: the session has not started; nothing to reset.
             self._conn.tls_active = True
@@ -367,9 +351,7 @@ class Connection:
                 host=self.host,
             )
         offered = self._conn.extensions.auth
-        mechanism = next(
-            (m for m in credentials.mechanisms if m.upper() in offered), None
-        )
+        mechanism = next((m for m in credentials.mechanisms if m.upper() in offered), None)
         if mechanism is None:
             raise AuthError(
                 f"no usable AUTH mechanism (offered: {sorted(offered)})",
@@ -380,9 +362,7 @@ class Connection:
         timeout = self.timeouts.command
         if mechanism.upper() == "PLAIN":
             # RFC 4616 2: message = [authzid] NUL authcid NUL passwd
-            reply = await self._command(
-                Auth("PLAIN", b"\0" + user + b"\0" + password), timeout
-            )
+            reply = await self._command(Auth("PLAIN", b"\0" + user + b"\0" + password), timeout)
         else:
             # AUTH LOGIN (draft-murchison-sasl-login): user name, then password.
             reply = await self._command(Auth(mechanism), timeout)
@@ -394,9 +374,7 @@ class Connection:
             # More challenges than the mechanism has: cancel (RFC 4954 4).
             reply = await self._command(AuthResponse(None), timeout)
         if not reply.is_positive:
-            raise AuthError(
-                "authentication failed", reply=reply, host=self.host, remote=True
-            )
+            raise AuthError("authentication failed", reply=reply, host=self.host, remote=True)
 
     # -- Reading and writing ---------------------------------------------------
 
@@ -417,9 +395,7 @@ class Connection:
                     yield
         except TimeoutError:
             self._broken = True
-            raise TimedOut(
-                f"{doing}: nothing within {seconds:g} s", host=self.host
-            ) from None
+            raise TimedOut(f"{doing}: nothing within {seconds:g} s", host=self.host) from None
         except _IO_ERRORS as exc:
             self._broken = True
             raise ConnectionLost(
@@ -512,8 +488,7 @@ class Connection:
         return (
             not self._broken
             and self._conn.awaiting == 0
-            and self._conn.state
-            in (ClientState.READY, ClientState.MAIL, ClientState.RCPT)
+            and self._conn.state in (ClientState.READY, ClientState.MAIL, ClientState.RCPT)
         )
 
     # -- Transactions ------------------------------------------------------------
@@ -544,15 +519,10 @@ class Connection:
             try:
                 body = Body.prepare(body, self.bare_line_endings)
             except MessageRefused as exc:
-                return [
-                    RecipientResult.from_error(r.address, exc)
-                    for r in envelope.recipients
-                ]
+                return [RecipientResult.from_error(r.address, exc) for r in envelope.recipients]
         recipients = envelope.recipients
         if len(recipients) > MAX_RECIPIENTS and not body.replayable:
-            raise ValueError(
-                "more than 100 recipients need a body that can be read again"
-            )
+            raise ValueError("more than 100 recipients need a body that can be read again")
         results: list[RecipientResult] = []
         for start in range(0, len(recipients), MAX_RECIPIENTS):
             batch = recipients[start : start + MAX_RECIPIENTS]
@@ -560,9 +530,7 @@ class Connection:
                 error = ConnectionLost("connection no longer usable", host=self.host)
                 results += [RecipientResult.from_error(r.address, error) for r in batch]
                 continue
-            results += await self._transaction(
-                envelope, batch, body, reused=reused and start == 0
-            )
+            results += await self._transaction(envelope, batch, body, reused=reused and start == 0)
         self.messages += 1
         self.last_used = anyio.current_time()
         return results
@@ -595,9 +563,7 @@ class Connection:
             # RFC 6152 3: 8-bit data only to a server that announced 8BITMIME;
             # refusing is better than corrupting it (no conversion here).
             if not ext.eightbitmime:
-                raise MessageRefused(
-                    "8BITMIME not supported", reply=_NO_8BITMIME, host=self.host
-                )
+                raise MessageRefused("8BITMIME not supported", reply=_NO_8BITMIME, host=self.host)
             body_type = BodyType.EIGHT_BIT_MIME
         elif body.eight_bit is None and body_type is None and ext.eightbitmime:
             # A stream not yet seen: declare 8BITMIME (harmless for 7-bit
@@ -606,14 +572,10 @@ class Connection:
         smtputf8 = envelope.needs_smtputf8
         if smtputf8 and not ext.smtputf8:
             # RFC 6531 3.2 and 3.7.5: no downgrade; the message cannot go.
-            raise MessageRefused(
-                "SMTPUTF8 not supported", reply=_NO_SMTPUTF8, host=self.host
-            )
+            raise MessageRefused("SMTPUTF8 not supported", reply=_NO_SMTPUTF8, host=self.host)
         if p.requiretls and not (self._conn.tls_active and ext.requiretls):
             # RFC 8689 4.1 / 5: never relay a REQUIRETLS message unencrypted.
-            raise MessageRefused(
-                "REQUIRETLS not possible", reply=_NO_REQUIRETLS, host=self.host
-            )
+            raise MessageRefused("REQUIRETLS not possible", reply=_NO_REQUIRETLS, host=self.host)
         return MailParams(
             size=size,
             body=body_type,
@@ -629,9 +591,7 @@ class Connection:
 
     def _bdat(self, params: MailParams) -> bool:
         ext = self._features
-        return ext.chunking and (
-            self.use_chunking or params.body is BodyType.BINARY_MIME
-        )
+        return ext.chunking and (self.use_chunking or params.body is BodyType.BINARY_MIME)
 
     async def _transaction(
         self,
@@ -652,8 +612,7 @@ class Connection:
             commands.append(Rset())
         commands.append(MailFrom(envelope.sender, params))
         commands += [
-            RcptTo(r.address, r.params if dsn else _strip_dsn(r.params))
-            for r in recipients
+            RcptTo(r.address, r.params if dsn else _strip_dsn(r.params)) for r in recipients
         ]
         bdat = self._bdat(params)
         if not bdat:
@@ -677,9 +636,7 @@ class Connection:
             # The server's replies led the state machine where no command is
             # legal (a 354 after a refused MAIL ...): it is out of step.
             await self.abort()
-            tx.fail_undecided(
-                ProtocolError(f"the server is out of step: {exc}", host=self.host)
-            )
+            tx.fail_undecided(ProtocolError(f"the server is out of step: {exc}", host=self.host))
         except BaseException:
             # The caller's body stream failed, or we were cancelled: the
             # session is in an unknown state and must not be reused.
@@ -692,9 +649,7 @@ class Connection:
     async def aclose(self) -> None:
         """Say QUIT (RFC 5321 4.1.1.10) if the session allows, and close."""
         try:
-            if self.usable or (
-                self._conn.state is ClientState.HELLO and not self._broken
-            ):
+            if self.usable or (self._conn.state is ClientState.HELLO and not self._broken):
                 with anyio.move_on_after(min(self.timeouts.command, 10.0)):
                     await self._command(Quit(), self.timeouts.command)
         except (ClientError, LocalProtocolError):
@@ -765,12 +720,7 @@ class _Transaction:
         # The whole body rides with the envelope when it is known and fits
         # one chunk (RFC 3030 4.2 pipelines MAIL, RCPT and BDAT): one round
         # trip per message.
-        inline = (
-            bdat
-            and pipelining
-            and body.data is not None
-            and len(body.data) <= BDAT_CHUNK
-        )
+        inline = bdat and pipelining and body.data is not None and len(body.data) <= BDAT_CHUNK
         timeouts = {
             "RSET": t.command,
             "MAIL": t.mail,
@@ -843,9 +793,7 @@ class _Transaction:
                 # RFC 5321 4.3.2: DATA's success is 354.  A 2xx here means
                 # the replies are out of step with the commands; taking it as
                 # a verdict could report an undelivered message delivered.
-                raise ProtocolError(
-                    f"unexpected reply to DATA: {reply}", host=self.conn.host
-                )
+                raise ProtocolError(f"unexpected reply to DATA: {reply}", host=self.conn.host)
             return reply
         if reply.is_intermediate:
             raise ProtocolError(f"unexpected 3xx reply: {reply}", host=self.conn.host)
@@ -871,14 +819,10 @@ class _Transaction:
     def _check_piece(self, piece: bytes, sent: int) -> None:
         ext = self.conn._features
         if not ext.eightbitmime and not piece.isascii():
-            raise MessageRefused(
-                "8BITMIME not supported", reply=_NO_8BITMIME, host=self.conn.host
-            )
+            raise MessageRefused("8BITMIME not supported", reply=_NO_8BITMIME, host=self.conn.host)
         if ext.size and sent > ext.size:
             text = _TOO_BIG.format(size=f"more than {ext.size}", limit=ext.size)
-            raise MessageRefused(
-                text, reply=Reply(552, "5.3.4", text), host=self.conn.host
-            )
+            raise MessageRefused(text, reply=Reply(552, "5.3.4", text), host=self.conn.host)
 
     async def _send_data(self, body: Body) -> None:
         conn = self.conn
@@ -960,9 +904,7 @@ class _Transaction:
     def _check_final(self, reply: Reply) -> None:
         if reply.is_intermediate:
             # RFC 5321 4.3.2: the end of the data gets 2xx, 4xx or 5xx.
-            raise ProtocolError(
-                f"unexpected reply to the body: {reply}", host=self.conn.host
-            )
+            raise ProtocolError(f"unexpected reply to the body: {reply}", host=self.conn.host)
 
     async def _body_replies(self, seconds: float | None) -> None:
         """The reply to the end of the body: one, or one per recipient (LMTP)."""

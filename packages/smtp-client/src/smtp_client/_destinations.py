@@ -46,9 +46,7 @@ class LMTPServer:
     own reply after the body.  No TLS by default (a local socket).
     """
 
-    host: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_check_host)
-    )
+    host: str | None = attrs.field(default=None, validator=attrs.validators.optional(_check_host))
     port: int = attrs.field(default=LMTP_PORT, validator=_check_port)
     path: str | None = None
     tls: TLSPolicy = attrs.field(factory=TLSPolicy.none)

@@ -33,9 +33,7 @@ class Recipient:
     )
 
     @classmethod
-    def parse(
-        cls, address: str | Mailbox, params: RcptParams | None = None
-    ) -> Recipient:
+    def parse(cls, address: str | Mailbox, params: RcptParams | None = None) -> Recipient:
         """A recipient from ``local@domain`` text; raises ``ValueError`` if bad."""
         return cls(_mailbox(address), params or RcptParams())
 
@@ -44,9 +42,7 @@ def _to_recipients(value: Iterable[Recipient]) -> tuple[Recipient, ...]:
     return tuple(value)
 
 
-def _check_recipients(
-    _instance: object, _attribute: object, value: tuple[Recipient, ...]
-) -> None:
+def _check_recipients(_instance: object, _attribute: object, value: tuple[Recipient, ...]) -> None:
     if not value:
         raise ValueError("an envelope needs at least one recipient")
     for item in value:
@@ -92,10 +88,7 @@ class Envelope:
         for an address that does not parse, including one holding CR or LF.
         """
         mailbox = None if sender is None or sender == "" else _mailbox(sender)
-        rcpts = [
-            r if isinstance(r, Recipient) else Recipient(_mailbox(r))
-            for r in recipients
-        ]
+        rcpts = [r if isinstance(r, Recipient) else Recipient(_mailbox(r)) for r in recipients]
         return cls(mailbox, rcpts, params or MailParams())
 
     @property

@@ -117,9 +117,7 @@ class MXResolver:
     ) -> MXResolver:
         """A resolver that asks ``nameservers`` (IP addresses) on ``port``."""
         resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = (
-            [nameservers] if isinstance(nameservers, str) else list(nameservers)
-        )
+        resolver.nameservers = [nameservers] if isinstance(nameservers, str) else list(nameservers)
         resolver.port = port
         resolver.lifetime = lifetime
         return cls(resolver)
@@ -140,9 +138,7 @@ class MXResolver:
         except (dns.exception.DNSException, ValueError) as exc:
             raise NoSuchDomain(f"bad domain name {domain!r}: {exc}") from None
         try:
-            answer = await self.resolver.resolve(
-                name, "MX", search=False, backend=_backend()
-            )
+            answer = await self.resolver.resolve(name, "MX", search=False, backend=_backend())
         except dns.resolver.NXDOMAIN:
             raise NoSuchDomain(f"domain {domain} does not exist (NXDOMAIN)") from None
         except dns.resolver.NoAnswer:
@@ -159,18 +155,14 @@ class MXResolver:
         except dns.exception.DNSException as exc:
             raise DNSError(f"MX lookup for {domain} failed: {exc}") from None
         records: list[tuple[int, dns.name.Name]] = [
-            (rr.preference, rr.exchange)
-            for rr in answer
-            if rr.rdtype == dns.rdatatype.MX
+            (rr.preference, rr.exchange) for rr in answer if rr.rdtype == dns.rdatatype.MX
         ]
         usable = [(p, x) for p, x in records if x != dns.name.root]
         if records and not usable:
             # RFC 7505 3: "MX 0 ." says the domain accepts no mail; 4.1:
             # the client must not try to deliver.
             raise NullMXError(f"{domain} publishes a null MX (RFC 7505)")
-        ordered = order_mx(
-            [(p, x.to_text(omit_final_dot=True)) for p, x in usable], self.rng
-        )
+        ordered = order_mx([(p, x.to_text(omit_final_dot=True)) for p, x in usable], self.rng)
         hosts: list[MXHost] = []
         transient = False
         for preference, exchange in ordered:
@@ -206,17 +198,13 @@ class MXResolver:
         transient = False
         for rdtype in self.families:
             try:
-                answer = await self.resolver.resolve(
-                    name, rdtype, search=False, backend=_backend()
-                )
+                answer = await self.resolver.resolve(name, rdtype, search=False, backend=_backend())
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except dns.exception.DNSException:
                 transient = True
                 continue
             found.extend(
-                rr.address
-                for rr in answer
-                if rr.rdtype == dns.rdatatype.from_text(rdtype)
+                rr.address for rr in answer if rr.rdtype == dns.rdatatype.from_text(rdtype)
             )
         return tuple(dict.fromkeys(found)), transient

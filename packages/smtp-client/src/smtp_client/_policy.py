@@ -163,9 +163,7 @@ class Credentials:
     allow_plaintext: bool = False
 
 
-def _positive(
-    _instance: object, attribute: attrs.Attribute[float], value: float
-) -> None:
+def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be positive, not {value!r}")
 

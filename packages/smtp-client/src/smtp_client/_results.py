@@ -57,9 +57,7 @@ class RecipientResult:
     remote: bool = True
 
     @classmethod
-    def from_reply(
-        cls, recipient: Mailbox, reply: Reply, host: str | None
-    ) -> RecipientResult:
+    def from_reply(cls, recipient: Mailbox, reply: Reply, host: str | None) -> RecipientResult:
         """The result a server's reply gives."""
         return cls(recipient, Status.of(reply), reply, host, remote=True)
 

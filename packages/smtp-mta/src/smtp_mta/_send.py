@@ -56,9 +56,7 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # A header value: printable ASCII, tab, or any non-ASCII character (RFC
 # 6532), never a control character (CR and LF above all).
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_HOST_PORT = re.compile(
-    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s]+))(?::(?P<port>\d+))?"
-)
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s]+))(?::(?P<port>\d+))?")
 
 
 class UsageError(Exception):
@@ -87,17 +85,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.__class__ = _Parser  # exit 64, not 2, on a usage error
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--server", metavar="HOST:PORT", help="relay through this server"
-    )
+    where.add_argument("--server", metavar="HOST:PORT", help="relay through this server")
     where.add_argument("--mx", metavar="DOMAIN", help="deliver to DOMAIN's MX hosts")
-    where.add_argument(
-        "--lmtp", metavar="HOST:PORT|SOCKET", help="deliver over LMTP (RFC 2033)"
-    )
+    where.add_argument("--lmtp", metavar="HOST:PORT|SOCKET", help="deliver over LMTP (RFC 2033)")
     parser.add_argument("--from", dest="sender", required=True, metavar="ADDR")
-    parser.add_argument(
-        "--to", dest="recipients", action="append", required=True, metavar="ADDR"
-    )
+    parser.add_argument("--to", dest="recipients", action="append", required=True, metavar="ADDR")
     parser.add_argument(
         "--tls",
         choices=[mode.value for mode in TLSMode],
@@ -200,11 +192,7 @@ def to_lines(result: SendResult) -> list[str]:
     """One line per recipient: address, outcome, reply, host."""
     lines = []
     for r in result.recipients:
-        code = (
-            f"{r.reply.code} {r.reply.enhanced}"
-            if r.reply.enhanced
-            else str(r.reply.code)
-        )
+        code = f"{r.reply.code} {r.reply.enhanced}" if r.reply.enhanced else str(r.reply.code)
         text = " ".join(r.reply.lines)
         where = f" [{r.host}]" if r.host else ""
         lines.append(f"{r.recipient}: {r.status.value} {code} {text}{where}")
@@ -262,9 +250,7 @@ def _destination(args: argparse.Namespace) -> Destination:
         raise UsageError("--port and --dns go with --mx")
     if args.server is not None:
         host, port = _host_port(args.server, "--server", 25)
-        return SmartHost(
-            host, port, tls=_policy(args, TLSMode.REQUIRED), credentials=credentials
-        )
+        return SmartHost(host, port, tls=_policy(args, TLSMode.REQUIRED), credentials=credentials)
     if args.lmtp is not None:
         policy = _policy(args, TLSMode.NONE)
         if "/" in args.lmtp:
@@ -300,9 +286,7 @@ def _read_body(path: str) -> bytes:
             return sys.stdin.buffer.read()
         return Path(path).read_bytes()
     except OSError as exc:
-        raise UsageError(
-            f"cannot read --body {_one_line(path)}: {exc.strerror}"
-        ) from None
+        raise UsageError(f"cannot read --body {_one_line(path)}: {exc.strerror}") from None
 
 
 def generated_message(
@@ -325,9 +309,7 @@ def generated_message(
         lines.append(f"{name}: {override[-1] if override else value}")
     known = {name.lower() for name in fields}
     lines += [f"{n}: {v}" for n, v in extra if n.lower() not in known]
-    text = (
-        "\r\n".join(lines) + "\r\n\r\nThis is a test message sent by smtp-mta send.\r\n"
-    )
+    text = "\r\n".join(lines) + "\r\n\r\nThis is a test message sent by smtp-mta send.\r\n"
     return text.encode("utf-8")
 
 
@@ -359,9 +341,7 @@ def build_request(args: argparse.Namespace) -> Request:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise UsageError(
-                f"--dns takes an IP address, not {_one_line(host)}"
-            ) from None
+            raise UsageError(f"--dns takes an IP address, not {_one_line(host)}") from None
         resolver = MXResolver.at(host, port, lifetime=min(timeouts.command, 10.0))
     return Request(
         destination=destination,

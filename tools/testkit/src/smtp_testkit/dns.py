@@ -102,9 +102,7 @@ class DNSServer:
             response.set_rcode(dns.rcode.REFUSED)
         elif (key, rdtype) in self.zone:
             response.answer.append(
-                dns.rrset.from_text_list(
-                    question.name, 0, "IN", rdtype, self.zone[(key, rdtype)]
-                )
+                dns.rrset.from_text_list(question.name, 0, "IN", rdtype, self.zone[(key, rdtype)])
             )
             response.flags |= dns.flags.AA
         elif any(name == key for name, _ in self.zone):

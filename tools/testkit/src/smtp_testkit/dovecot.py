@@ -171,9 +171,7 @@ def start_dovecot(
             )
         )
         port = _free_port(host)
-        config = _CONF.format(
-            root=root, host=host, port=port, mechanisms=auth_mechanisms
-        )
+        config = _CONF.format(root=root, host=host, port=port, mechanisms=auth_mechanisms)
         server = DovecotServer(root, host, port, users)
         server.config.write_text(config)
         log = (root / "log").open("wb")
@@ -201,9 +199,7 @@ def _wait_ready(server: DovecotServer) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"dovecot exited:\n{server.log()}")
         try:
-            with socket.create_connection(
-                (server.host, server.lmtp_port), timeout=1
-            ) as s:
+            with socket.create_connection((server.host, server.lmtp_port), timeout=1) as s:
                 if s.recv(512).startswith(b"220") and server.auth_socket.exists():
                     return
         except OSError:

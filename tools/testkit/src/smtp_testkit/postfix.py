@@ -161,9 +161,7 @@ class PostfixServer:
         path = self.mail / f"{user}.mbox"
         return path.read_bytes() if path.exists() else b""
 
-    def wait_for_delivery(
-        self, marker: bytes, user: str = "alice", timeout: float = 20.0
-    ) -> bytes:
+    def wait_for_delivery(self, marker: bytes, user: str = "alice", timeout: float = 20.0) -> bytes:
         """Wait until a message containing ``marker`` is in ``user``'s mailbox."""
         deadline = time.monotonic() + timeout
         while True:
@@ -174,9 +172,7 @@ class PostfixServer:
             elif marker in self.mbox(user):
                 return self.mbox(user)
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{marker!r} not delivered to {user}:\n{self.log()}"
-                )
+                raise AssertionError(f"{marker!r} not delivered to {user}:\n{self.log()}")
             time.sleep(0.05)
 
     # -- Stopping ------------------------------------------------------------
@@ -298,8 +294,7 @@ def _start(
             f"  -o smtpd_tls_security_level=encrypt\n{auth}"
         )
         listeners.append(
-            f"{host}:{smtps_port} inet n - n - - smtpd\n"
-            f"  -o smtpd_tls_wrappermode=yes\n{auth}"
+            f"{host}:{smtps_port} inet n - n - - smtpd\n  -o smtpd_tls_wrappermode=yes\n{auth}"
         )
     master_cf = Path("/usr/share/postfix/master.cf.dist").read_text()
     master_cf, replaced = re.subn(
