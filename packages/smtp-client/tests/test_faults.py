@@ -158,6 +158,19 @@ async def test_send_mail_refused_decides_every_recipient() -> None:
     assert dialogue.bodies == []
 
 
+async def test_send_rcpt_accepted_after_a_refused_mail_is_not_a_refusal() -> None:
+    """RFC 5321 4.1.1.3: a server that refuses MAIL and then accepts RCPT and
+    the body is out of step (it may even deliver): transient, never a bounce."""
+    dialogue = Dialogue(
+        extensions=["PIPELINING", "CHUNKING"],
+        replies={"MAIL": b"503 5.5.1 Bad sequence\r\n", "RCPT": b"250 2.1.5 OK\r\n"},
+    )
+    result, _ = await send(dialogue, envelope("a@x.test"))
+    (r,) = result.recipients
+    assert r.status is Status.TRANSIENT
+    assert r.reply.enhanced == "4.5.0"
+
+
 async def test_send_data_refused_after_rcpt() -> None:
     """RFC 5321 4.1.1.4: DATA refused: every accepted recipient gets that reply."""
     dialogue = Dialogue(replies={"DATA": b"451 4.3.0 try later\r\n"})

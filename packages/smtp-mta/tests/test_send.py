@@ -9,19 +9,71 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.abc
+import attrs
 import pytest
+import trustme
 
+from smtp_client import (
+    Client,
+    Destination,
+    LMTPServer,
+    Recipient,
+    SendResult,
+    SmartHost,
+    Status,
+    TLSPolicy,
+)
+from smtp_client import (
+    Credentials as ClientCredentials,
+)
+from smtp_client import (
+    Envelope as ClientEnvelope,
+)
+from smtp_client import (
+    Timeouts as ClientTimeouts,
+)
+from smtp_message import (
+    BodyType,
+    Mailbox,
+    MailParams,
+    Notify,
+    RcptParams,
+    RcptTo,
+    Reply,
+    Ret,
+    ServerSettings,
+)
 from smtp_mta import _send
 from smtp_mta._cli import build_parser
+from smtp_server import (
+    Credentials as ServerCredentials,
+)
+from smtp_server import (
+    Envelope,
+    Hooks,
+    MessageOutcome,
+    Session,
+    Settings,
+    interact,
+    listen,
+    serve,
+)
+from smtp_server import (
+    Timeouts as ServerTimeouts,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
     from smtp_testkit.dns import DNSServer
@@ -340,3 +392,378 @@ async def test_send_deliver_runs_on_both_backends(postfix: PostfixServer) -> Non
     result = await _send.deliver(_send.build_request(args))
     assert _send.exit_status(result) == EX_OK
     assert result.recipients[0].reply.code == 250
+
+
+# -- Against this project's own smtp_server ---------------------------------
+#
+# smtp-mta declares both smtp-server and smtp-client, so the client is tested
+# against the server here: the server's serve() or interact() on a real
+# loopback socket, in the test's event loop (asyncio and trio).
+
+
+@attrs.define
+class Recording(Hooks):
+    """Hooks that keep what they saw and decide by the recipient's local part."""
+
+    messages: list[tuple[Envelope, bytes]] = attrs.field(factory=list)
+    sessions: list[Session] = attrs.field(factory=list)
+    lmtp_replies: list[Reply | None] | None = None
+    password: str = "secret"
+    disconnected: anyio.Event = attrs.field(factory=anyio.Event)
+
+    async def on_rcpt(self, session: Session, command: RcptTo) -> Reply | None:
+        local = command.forward_path.local_part
+        if local.startswith("ghost"):
+            return Reply(550, "5.1.1", f"{local}: no such user")
+        if local.startswith("busy"):
+            return Reply(450, "4.2.1", "mailbox busy")
+        return None
+
+    async def on_auth(self, session: Session, credentials: ServerCredentials) -> bool | Reply:
+        return credentials.username == "alice" and credentials.password == self.password
+
+    async def on_message(
+        self, session: Session, envelope: Envelope, body: AsyncIterator[bytes]
+    ) -> MessageOutcome:
+        data = b"".join([chunk async for chunk in body])
+        self.messages.append((envelope, data))
+        return self.lmtp_replies
+
+    async def on_disconnect(self, session: Session) -> None:
+        self.sessions.append(session)
+        self.disconnected.set()
+
+
+@asynccontextmanager
+async def smtp_server(
+    hooks: Hooks, settings: Settings | None = None, **protocol: Any
+) -> AsyncIterator[int]:
+    """Run smtp_server.serve on 127.0.0.1; yield its port."""
+    settings = settings or Settings(
+        protocol=ServerSettings(hostname="mx.server.test", **protocol),
+        timeouts=ServerTimeouts.scaled(0.1),
+    )
+    listener = await listen("127.0.0.1:0")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg:
+        server = await tg.start(serve, listener, hooks, settings)
+        try:
+            yield port
+        finally:
+            server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(tls_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    tls_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def server_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("mx.server.test", "127.0.0.1").configure_cert(context)
+    return context
+
+
+FAST = ClientTimeouts().scaled(0.05)
+BODY = b"Subject: to smtp_server\r\n\r\nline one\r\n.dot line\r\n"
+
+
+async def client_send(
+    destination: Destination, env: ClientEnvelope, body: object = BODY, **options: Any
+) -> SendResult:
+    options.setdefault("timeouts", FAST)
+    async with Client(helo="client.test", **options) as client:
+        return await client.send(destination, env, body)  # type: ignore[arg-type]
+
+
+def plain_to(port: int) -> SmartHost:
+    return SmartHost("127.0.0.1", port, tls=TLSPolicy.none())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+async def test_server_per_recipient_results(chunking: bool) -> None:
+    """RFC 5321 3.3: the hook refuses ghost (550) and busy (450), accepts the
+    rest; the body arrives byte for byte (DATA dot-unstuffed, or BDAT)."""
+    hooks = Recording()
+    async with smtp_server(hooks) as port:
+        result = await client_send(
+            plain_to(port),
+            ClientEnvelope.build("s@client.test", ["a@x.test", "ghost@x.test", "busy@x.test"]),
+            use_chunking=chunking,
+        )
+    assert [(r.status, r.reply.code) for r in result.recipients] == [
+        (Status.DELIVERED, 250),
+        (Status.PERMANENT, 550),
+        (Status.TRANSIENT, 450),
+    ]
+    assert result.recipients[1].reply.text == "ghost: no such user"
+    ((envelope, data),) = hooks.messages
+    assert data == BODY
+    assert envelope.body_command == ("BDAT" if chunking else "DATA")
+    assert [str(m) for m in envelope.recipient_addresses] == ["a@x.test"]
+
+
+@pytest.mark.anyio
+async def test_server_extensions_reach_the_hooks() -> None:
+    """RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3461 DSN: the
+    parameters the client sends are the ones the server's hooks see."""
+    hooks = Recording()
+    env = ClientEnvelope(
+        Mailbox("pelé", "client.test"),
+        [
+            Recipient(
+                Mailbox("a", "x.test"),
+                RcptParams(notify=frozenset({Notify.FAILURE}), orcpt=None),
+            )
+        ],
+        MailParams(ret=Ret.FULL, envid="ID42"),
+    )
+    body = "Subject: café\r\n\r\nnaïve\r\n".encode()
+    async with smtp_server(hooks) as port:
+        result = await client_send(plain_to(port), env, body)
+    assert result.recipients[0].status is Status.DELIVERED
+    ((envelope, data),) = hooks.messages
+    params = envelope.mail_from.params
+    assert params.size == len(body)
+    assert params.smtputf8
+    assert params.body is BodyType.EIGHT_BIT_MIME
+    assert (params.ret, params.envid) == (Ret.FULL, "ID42")
+    assert envelope.recipients[0].params.notify == frozenset({Notify.FAILURE})
+    assert data == body
+
+
+@pytest.mark.anyio
+async def test_server_size_limit_fails_fast() -> None:
+    """RFC 1870 6: the server advertises SIZE 1000; nothing reaches its hooks."""
+    hooks = Recording()
+    async with smtp_server(hooks, max_message_size=1000) as port:
+        result = await client_send(
+            plain_to(port), ClientEnvelope.build("s@client.test", ["a@x.test"]), b"x" * 2000
+        )
+    (r,) = result.recipients
+    assert (r.status, r.reply.code, r.reply.enhanced) == (Status.PERMANENT, 552, "5.3.4")
+    assert hooks.messages == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("protocol", "sender", "body", "enhanced"),
+    [
+        ({"smtputf8": False}, "pelé@client.test", b"hi\r\n", "5.6.7"),
+        ({"eightbitmime": False}, "s@client.test", "ï\r\n".encode(), "5.6.3"),
+    ],
+    ids=["no-smtputf8", "no-8bitmime"],
+)
+async def test_server_without_an_extension_the_message_needs(
+    protocol: dict[str, Any], sender: str, body: bytes, enhanced: str
+) -> None:
+    """RFC 6531 3.7.5 and RFC 6152 3: refused by the client, permanently, and
+    never sent corrupted."""
+    hooks = Recording()
+    async with smtp_server(hooks, **protocol) as port:
+        result = await client_send(plain_to(port), ClientEnvelope.build(sender, ["a@x.test"]), body)
+    assert result.recipients[0].status is Status.PERMANENT
+    assert result.recipients[0].reply.enhanced == enhanced
+    assert hooks.messages == []
+
+
+@pytest.mark.anyio
+async def test_server_starttls_and_auth(tls_ca: trustme.CA, ca_file: str) -> None:
+    """RFC 3207 and RFC 4954: STARTTLS verified against the test CA, then AUTH
+    PLAIN; the server's session records the identity."""
+    hooks = Recording()
+    settings = Settings(
+        protocol=ServerSettings(
+            hostname="mx.server.test", auth_mechanisms=("PLAIN", "LOGIN"), require_auth=True
+        ),
+        ssl_context=server_context(tls_ca),
+        timeouts=ServerTimeouts.scaled(0.1),
+    )
+    for mechanism in ("PLAIN", "LOGIN"):
+        async with smtp_server(hooks, settings) as port:
+            result = await client_send(
+                SmartHost(
+                    "127.0.0.1",
+                    port,
+                    tls=TLSPolicy.required(ca_file=ca_file, server_hostname="mx.server.test"),
+                    credentials=ClientCredentials("alice", "secret", mechanisms=(mechanism,)),
+                ),
+                ClientEnvelope.build("alice@client.test", ["a@x.test"]),
+            )
+        assert result.tls
+        assert result.recipients[0].status is Status.DELIVERED
+    assert [s.auth_identity for s in hooks.sessions] == ["alice", "alice"]
+    assert all(s.tls is not None for s in hooks.sessions)
+
+
+@pytest.mark.anyio
+async def test_server_auth_refused(tls_ca: trustme.CA, ca_file: str) -> None:
+    """RFC 4954 6: 535 5.7.8, permanent; no message."""
+    hooks = Recording(password="other")
+    settings = Settings(
+        protocol=ServerSettings(hostname="mx.server.test", auth_mechanisms=("PLAIN",)),
+        ssl_context=server_context(tls_ca),
+        timeouts=ServerTimeouts.scaled(0.1),
+        auth_failure_delay=0.01,
+    )
+    async with smtp_server(hooks, settings) as port:
+        result = await client_send(
+            SmartHost(
+                "127.0.0.1",
+                port,
+                tls=TLSPolicy.required(ca_file=ca_file, server_hostname="mx.server.test"),
+                credentials=ClientCredentials("alice", "secret"),
+            ),
+            ClientEnvelope.build("alice@client.test", ["a@x.test"]),
+        )
+    (r,) = result.recipients
+    assert (r.status, r.reply.code, r.reply.enhanced) == (Status.PERMANENT, 535, "5.7.8")
+    assert hooks.messages == []
+
+
+@pytest.mark.anyio
+async def test_server_lmtp_per_recipient_replies() -> None:
+    """RFC 2033 4.2: the hook decides per recipient; the client maps each
+    reply to its recipient."""
+    hooks = Recording(lmtp_replies=[None, Reply(452, "4.2.2", "over quota")])
+    async with smtp_server(hooks, lmtp=True) as port:
+        result = await client_send(
+            LMTPServer(host="127.0.0.1", port=port),
+            ClientEnvelope.build("s@client.test", ["a@x.test", "ghost@x.test", "b@x.test"]),
+        )
+    assert [(r.status, r.reply.code) for r in result.recipients] == [
+        (Status.DELIVERED, 250),
+        (Status.PERMANENT, 550),
+        (Status.TRANSIENT, 452),
+    ]
+    assert result.recipients[2].reply.text == "over quota"
+
+
+@pytest.mark.anyio
+async def test_server_connection_reused() -> None:
+    """RFC 5321 3.3: three messages in one session."""
+    hooks = Recording()
+    async with smtp_server(hooks) as port:
+        async with Client(helo="client.test", timeouts=FAST) as client:
+            for _ in range(3):
+                result = await client.send(
+                    plain_to(port), ClientEnvelope.build("s@client.test", ["a@x.test"]), BODY
+                )
+                assert result.recipients[0].status is Status.DELIVERED
+        with anyio.fail_after(10):
+            await hooks.disconnected.wait()
+    assert [s.messages for s in hooks.sessions] == [3]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("reply", "status"),
+    [
+        (Reply(421, "4.3.2", "too busy"), Status.TRANSIENT),
+        (Reply(554, "5.7.1", "go away"), Status.PERMANENT),
+    ],
+)
+async def test_server_refusing_the_connection(reply: Reply, status: Status) -> None:
+    """RFC 5321 3.1 and 3.8: the greeting refuses; the reply is kept."""
+
+    class Refuse(Recording):
+        async def on_connect(self, session: Session) -> Reply | None:
+            return reply
+
+    hooks = Refuse()
+    async with smtp_server(hooks) as port:
+        result = await client_send(
+            plain_to(port), ClientEnvelope.build("s@client.test", ["a@x.test"])
+        )
+    (r,) = result.recipients
+    assert r.status is status
+    assert r.reply.code == reply.code
+    assert r.remote
+    assert hooks.messages == []
+
+
+class DiesMidBody(anyio.abc.ByteStream):
+    """A real socket whose server side dies after ``limit`` octets (a crash)."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, limit: int) -> None:
+        self.stream = stream
+        self.left = limit
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self.left <= 0:
+            await self.stream.aclose()
+            raise anyio.EndOfStream
+        data = await self.stream.receive(min(max_bytes, self.left))
+        self.left -= len(data)
+        return data
+
+    async def send(self, item: bytes) -> None:
+        await self.stream.send(item)
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunking", [True, False], ids=["bdat", "data"])
+async def test_server_dropping_the_connection_mid_body(chunking: bool) -> None:
+    """RFC 5321 6.1: smtp_server's interact() on a connection that dies in the
+    middle of the body: nothing delivered, every recipient transient."""
+    hooks = Recording()
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        dying = DiesMidBody(stream, 400)  # past the envelope, inside the body
+        await interact(dying, dying, hooks, Settings(timeouts=ServerTimeouts.scaled(0.1)))
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        result = await client_send(
+            plain_to(port),
+            ClientEnvelope.build("s@client.test", ["a@x.test", "b@x.test"]),
+            b"Subject: big\r\n\r\n" + b"0123456789" * 1000 + b"\r\n",
+            use_chunking=chunking,
+        )
+        tg.cancel_scope.cancel()
+    assert [r.status for r in result.recipients] == [Status.TRANSIENT] * 2
+    assert hooks.messages == []
+
+
+@pytest.mark.anyio
+async def test_send_command_against_smtp_server() -> None:
+    """The ``smtp-mta send`` process against smtp_server: exit 69 with a
+    refused recipient, and the --json per-recipient replies."""
+    hooks = Recording()
+    async with smtp_server(hooks) as port:
+        proc = await anyio.run_process(
+            [
+                sys.executable, "-m", "smtp_mta._cli", "send",
+                "--server", f"127.0.0.1:{port}", "--tls", "none", "--json",
+                "--from", "s@client.test", "--to", "a@x.test", "--to", "ghost@x.test",
+            ],
+            check=False,
+        )  # fmt: skip
+    assert proc.returncode == EX_UNAVAILABLE
+    out = json.loads(proc.stdout)["recipients"]
+    assert out["a@x.test"]["status"] == "delivered"
+    assert out["ghost@x.test"] == {
+        "status": "permanent",
+        "code": 550,
+        "enhanced": "5.1.1",
+        "text": "ghost: no such user",
+        "host": f"127.0.0.1[127.0.0.1]:{port}",
+    }
+    ((_, data),) = hooks.messages
+    assert b"Subject: test message from smtp-mta send" in data

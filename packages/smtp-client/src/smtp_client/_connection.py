@@ -808,6 +808,13 @@ class _Transaction:
             index = self._rcpts_answered
             self._rcpts_answered += 1
             if self.mail_reply is not None:
+                if reply.is_positive:
+                    # RFC 5321 4.1.1.3: no RCPT without an accepted MAIL.  A
+                    # server that accepts one anyway is out of step, and may
+                    # even deliver: never report that as a refusal.
+                    raise ProtocolError(
+                        f"RCPT accepted after MAIL was refused: {reply}", host=self.conn.host
+                    )
                 self.decide(index, self.mail_reply)
             elif reply.is_positive:
                 self.accepted.append(index)

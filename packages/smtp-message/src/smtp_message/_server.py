@@ -605,13 +605,19 @@ class ServerConnection:
             return NEED_DATA
         return self._end_of_body(reader.violation)
 
-    def _end_of_body(self, violation: Reply | None) -> EndOfData:
+    def _end_of_body(self, violation: Reply | None, last_chunk: Bdat | None = None) -> EndOfData:
         self._mode = _Mode.COMMAND
         self._reader = None
         t = self.transaction
         assert t is not None
         count = len(t.recipients) if self.settings.lmtp else 1
-        self._due_for(None, END_OF_DATA)
+        if last_chunk is None:
+            self._due_for(None, END_OF_DATA)
+        else:
+            # RFC 3030 2: the reply to BDAT LAST ends the transaction, as the
+            # "BDAT LAST" rows of the table say (END_OF_DATA's rows start
+            # from DATA only, and would leave it open).
+            self._due_for(last_chunk, "BDAT LAST")
         self._due_count = count
         if violation is not None:
             self._due_error = True
@@ -658,7 +664,7 @@ class ServerConnection:
                 self._due_count = max(1, len(self.transaction.recipients))
             raise error
         if chunk.last:
-            return self._end_of_body(None)
+            return self._end_of_body(None, chunk)
         self._due_for(chunk, trigger)
         return EndOfChunk()
 
@@ -811,7 +817,7 @@ class ServerConnection:
                 self._mode = _Mode.DATA
                 s = self.settings
                 self._reader = DataReader(s.bare_line_endings, s.max_message_size)
-        if trigger == END_OF_DATA and reply.is_positive:
+        if trigger in (END_OF_DATA, "BDAT LAST") and reply.is_positive:
             self.errors = 0
         if new not in _TRANSACTION_STATES:
             self.transaction = None
