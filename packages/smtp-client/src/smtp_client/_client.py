@@ -156,7 +156,13 @@ class Client:
         limit = self._limits.get(destination)
         if limit is None:
             limit = self._limits[destination] = anyio.Semaphore(self.max_connections)
-        async with limit:
+        try:
+            # Uncontended (the common case): no wait, and no extra trip
+            # through the event loop; sending checkpoints anyway.
+            limit.acquire_nowait()
+        except anyio.WouldBlock:
+            await limit.acquire()
+        try:
             while (conn := await self._take_idle(destination)) is not None:
                 try:
                     return await self._send_on(destination, conn, envelope, prepared, reused=True)
@@ -167,6 +173,8 @@ class Client:
             except ClientError as exc:
                 return _failed(envelope, exc)
             return await self._send_on(destination, conn, envelope, prepared, reused=False)
+        finally:
+            limit.release()
 
     async def _send_on(
         self,
