@@ -18,6 +18,7 @@ from ._errors import (
     ConnectError,
     ConnectionLost,
     MessageRefused,
+    NoRouteError,
     ProtocolError,
     ReplyError,
     TimedOut,
@@ -249,20 +250,22 @@ class Client:
             self.resolver = MXResolver.system()
         route = await self.resolver.resolve(destination.domain)
         errors: list[ClientError] = []
-        tried = 0
-        for mx in route.hosts:
-            if isinstance(destination.tls, TLSPolicy):
-                policy = destination.tls
-            else:
-                policy = await destination.tls(destination.domain, mx.name)
-            for address in mx.addresses:
-                if tried >= MAX_MX_ADDRESSES:
-                    break
-                tried += 1
-                try:
-                    return await self._open(address, destination.port, name=mx.name, tls=policy)
-                except _NEXT_HOST as exc:
-                    errors.append(exc)
+        candidates = [(mx, address) for mx in route.hosts for address in mx.addresses]
+        policies: dict[str, TLSPolicy] = {}
+        for mx, address in candidates[:MAX_MX_ADDRESSES]:
+            policy = policies.get(mx.name)
+            if policy is None:
+                if isinstance(destination.tls, TLSPolicy):
+                    policy = destination.tls
+                else:
+                    policy = await destination.tls(destination.domain, mx.name)
+                policies[mx.name] = policy
+            try:
+                return await self._open(address, destination.port, name=mx.name, tls=policy)
+            except _NEXT_HOST as exc:
+                errors.append(exc)
+        if not errors:  # pragma: no cover - resolve() returns hosts with addresses
+            raise NoRouteError(f"no address for {destination.domain}")
         # Every exchanger failed: transient if any failure was (the mail
         # waits in the queue), permanent only if every one said so.
         transient = [e for e in errors if not e.permanent]
