@@ -91,25 +91,28 @@ class Server:
         """Accept on every listener until :meth:`shutdown`, then wind down."""
         raise_open_file_limit()
         self._all_done = anyio.Event()
-        async with anyio.create_task_group() as sessions:
-            with anyio.CancelScope() as accept_scope:
-                self._accept_scope = accept_scope
-                if self._stopping:
-                    accept_scope.cancel()
-                async with anyio.create_task_group() as acceptors:
-                    for listener in listeners:
-                        acceptors.start_soon(self._accept, listener, sessions)
-                    task_status.started()
-            for listener in listeners:
-                with anyio.CancelScope(shield=True):
-                    await listener.aclose()
-            # Accepting has stopped: let sessions in a transaction finish.
-            if self._drivers:
-                with anyio.move_on_after(self.settings.shutdown_grace):
-                    await self._all_done.wait()
-            for driver in list(self._drivers):
-                if driver.scope is not None:
-                    driver.scope.cancel()
+        try:
+            async with anyio.create_task_group() as sessions:
+                with anyio.CancelScope() as accept_scope:
+                    self._accept_scope = accept_scope
+                    if self._stopping:
+                        accept_scope.cancel()
+                    async with anyio.create_task_group() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept, listener, sessions)
+                        task_status.started()
+                await _close_all(listeners)
+                # Accepting has stopped: let sessions in a transaction finish.
+                if self._drivers:
+                    with anyio.move_on_after(self.settings.shutdown_grace):
+                        await self._all_done.wait()
+                for driver in list(self._drivers):
+                    if driver.scope is not None:
+                        driver.scope.cancel()
+        finally:
+            # Cancelled rather than shut down: the sockets are closed all the
+            # same (closing twice is harmless).
+            await _close_all(listeners)
 
     async def _accept(
         self, listener: Listener[anyio.abc.ByteStream], sessions: anyio.abc.TaskGroup
@@ -160,6 +163,12 @@ class Server:
             stats.active -= 1
             if self.stopping and not self._drivers and self._all_done is not None:
                 self._all_done.set()
+
+
+async def _close_all(listeners: Sequence[Listener[anyio.abc.ByteStream]]) -> None:
+    with anyio.CancelScope(shield=True):
+        for listener in listeners:
+            await listener.aclose()
 
 
 async def _refuse(

@@ -285,25 +285,36 @@ class _Driver:
     # -- The session ----------------------------------------------------------
 
     async def run(self) -> None:
-        with anyio.CancelScope() as scope:
-            self.scope = scope
-            try:
-                await self._run()
-            except _Close:
-                pass
-            except TimeoutError:
-                self.end = "timeout"
-                self._say_421(replies.TIMEOUT)
-            except _GONE:
-                self.end = "connection lost"
-            except Exception:
-                self.end = "internal error"
-                logger.exception("session %s: internal error", self.session.id)
-                self._say_421(Reply(421, "4.3.0", "Internal error, closing connection"))
-        if scope.cancelled_caught:
-            self.end = "shutdown"
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                try:
+                    await self._run()
+                except _Close:
+                    pass
+                except TimeoutError:
+                    self.end = "timeout"
+                    self._say_421(replies.TIMEOUT)
+                except _GONE:
+                    self.end = "connection lost"
+                except Exception:
+                    self.end = "internal error"
+                    logger.exception("session %s: internal error", self.session.id)
+                    self._say_421(
+                        Reply(421, "4.3.0", "Internal error, closing connection")
+                    )
+            if scope.cancelled_caught:
+                self.end = "shutdown"
+                self._say_421(replies.SHUTTING_DOWN)
+        except BaseException:
+            # Cancelled from outside (the task running the session, or the
+            # whole server): the client still hears why, and the streams
+            # are still closed.
+            self.end = "cancelled"
             self._say_421(replies.SHUTTING_DOWN)
-        await self._close()
+            raise
+        finally:
+            await self._close()
 
     def _say_421(self, reply: Reply) -> None:
         # A 421 may be sent at any time, even before the greeting.
