@@ -227,10 +227,16 @@ class _Driver:
     # -- I/O ----------------------------------------------------------------
 
     async def flush(self) -> None:
+        """Send the queued replies.
+
+        Bounded by the command timeout wherever it is called: a client that
+        stops reading (its receive window full) cannot hold a session.
+        """
         if self.out:
             data = bytes(self.out)
             self.out.clear()
-            await self.send_stream.send(data)
+            with anyio.fail_after(self.timeouts.command):
+                await self.send_stream.send(data)
 
     async def next_event(self) -> Any:
         """The next event from the client, reading as needed.
@@ -326,7 +332,7 @@ class _Driver:
             try:
                 if not self.gone:
                     await self.flush()
-            except _GONE:
+            except (TimeoutError, *_GONE):
                 pass
             for stream in {
                 id(self.send_stream): self.send_stream,
@@ -448,6 +454,10 @@ class _Driver:
             self.recipients += reply.is_positive
         elif isinstance(event, Data):
             self.reply(replies.START_MAIL_INPUT)
+            # The client waits for the 354 (RFC 2920 3.1: DATA ends a
+            # pipelined group): send it before the hook runs, which may
+            # prepare for a while before reading the body.
+            await self.flush()
             await self._receive_message("DATA")
         elif isinstance(event, Bdat):
             await self._receive_message("BDAT")
