@@ -280,13 +280,27 @@ class _Driver:
     async def call_hook(
         self, name: str, func: Callable[..., Awaitable[_T]], *args: object
     ) -> _T | object:
-        """Run a hook within its timeout; a failure is logged and reported."""
-        try:
-            with anyio.fail_after(self.timeouts.hook):
+        """Run a hook within its timeout; a failure is logged and reported.
+
+        A hook that raises is the hook's failure (the client gets a 4xx and
+        the session goes on); one that does not decide in time ends the
+        session like any other timeout (``421 4.4.2``, :class:`Timeouts`).
+        A ``TimeoutError`` the hook raises itself is a failure, not ours.
+        """
+        with anyio.move_on_after(self.timeouts.hook) as scope:
+            try:
                 return await func(self.session, *args)
-        except Exception:
-            logger.exception("session %s: hook %s failed", self.session.id, name)
-            return _HOOK_FAILED
+            except Exception:
+                logger.exception("session %s: hook %s failed", self.session.id, name)
+                return _HOOK_FAILED
+        assert scope.cancelled_caught
+        logger.error(
+            "session %s: hook %s timed out after %.1f s",
+            self.session.id,
+            name,
+            self.timeouts.hook,
+        )
+        raise TimeoutError
 
     # -- The session ----------------------------------------------------------
 
@@ -525,8 +539,10 @@ class _Driver:
                 logger.exception("session %s: hook on_message failed", self.session.id)
                 outcome = _HOOK_FAILED
         if scope.cancelled_caught:
+            # RFC 5321 4.5.3.2.6: the client waits data_termination for the
+            # reply, and gives up after; end the session as a timeout.
             logger.error("session %s: hook on_message timed out", self.session.id)
-            outcome = _HOOK_FAILED
+            raise TimeoutError
         if body.aborted is None and not body.done:
             with contextlib.suppress(MessageAborted):
                 await body.drain()
