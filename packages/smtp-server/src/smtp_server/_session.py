@@ -13,11 +13,12 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
@@ -715,7 +716,31 @@ class _Driver:
             self.session.local = header.destination
         rest = data[header.length :]
         if rest:
-            self.conn.receive_data(rest)
+            # What followed the header in the same read belongs to the next
+            # layer: SMTP, or the TLS handshake on an implicit-TLS listener.
+            self.receive_stream = _Replay(self.receive_stream, rest)
+
+
+class _Replay(anyio.abc.ByteReceiveStream):
+    """A receive stream that first gives back octets already read from it."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream, data: bytes) -> None:
+        self._stream = stream
+        self._data = data
+
+    async def receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        if self._data:
+            data, self._data = self._data[:max_bytes], self._data[max_bytes:]
+            await anyio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
 
 
 def _address(address: tuple[str, int] | None) -> str:
