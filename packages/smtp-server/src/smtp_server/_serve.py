@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -27,6 +28,9 @@ logger = logging.getLogger("smtp_server")
 
 #: sd_listen_fds(3): "the first passed file descriptor is fd 3".
 SD_LISTEN_FDS_START = 3
+#: TCP ports are 16-bit (RFC 9293 3.1).
+MAX_PORT = 65535
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -222,12 +226,17 @@ async def listen(address: str) -> Listener[anyio.abc.ByteStream]:
     sockets (:func:`systemd_listeners`), which need no privilege.
     """
     if address.startswith("unix:"):
+        if not address[5:]:
+            raise ValueError(f"no path in {address!r}")
         return await anyio.create_unix_listener(address[5:])
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not _PORT.fullmatch(port) or int(port) > MAX_PORT:
         raise ValueError(f"not host:port: {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        # "::1:25" could be a port or the end of the address.
+        raise ValueError(f"an IPv6 address needs brackets: {address!r}")
     return await anyio.create_tcp_listener(
         local_host=host or None, local_port=int(port)
     )
