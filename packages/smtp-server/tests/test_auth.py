@@ -184,6 +184,22 @@ async def test_auth_bad_base64_and_malformed_responses() -> None:
     assert [c.username for c in hooks.auths] == ["alice"]
 
 
+async def test_auth_overlong_response_ends_the_exchange() -> None:
+    """RFC 4954 4 (responses up to 12288 octets) and RFC 5321 4.5.3.1.10: a
+    longer response gets 500 5.5.6 and ends the exchange, so the next line
+    is a command again, not a SASL response."""
+    hooks = Recorder(users=USERS)
+    async with serving(hooks, clear()) as srv:
+        client = await srv.hello()
+        assert (await client.command("AUTH PLAIN")).code == 334
+        too_long = await client.command(b"QUFB" * 4000)
+        noop = await client.command("NOOP")
+        ok = await client.command(f"AUTH PLAIN {PLAIN_OK}")
+    assert (too_long.code, too_long.enhanced) == (500, "5.5.6")
+    assert str(noop) == "250 2.0.0 OK"
+    assert ok.code == 235
+
+
 async def test_auth_second_auth_and_auth_in_transaction_refused() -> None:
     """RFC 4954 4: after a successful AUTH, AUTH gets 503; AUTH is also not
     permitted during a mail transaction (503)."""

@@ -143,6 +143,30 @@ async def test_lmtp_bdat_one_reply_per_recipient() -> None:
     assert hooks.messages[0].body == b"Subject: x\r\n\r\nbody\r\n"
 
 
+@pytest.mark.parametrize("first_chunk", [False, True])
+async def test_lmtp_failed_last_chunk_one_reply_per_recipient(
+    first_chunk: bool,
+) -> None:
+    """RFC 2033 4.2 and RFC 3030 2: a LAST chunk that fails (over the size
+    limit) still gets one reply per recipient, and the session stays in
+    step, whether or not chunks came before it."""
+    hooks = Recorder()
+    async with serving(hooks, settings(lmtp=True, max_message_size=1000)) as srv:
+        client = await srv.connect()
+        await client.command("LHLO client.example")
+        await client.command("MAIL FROM:<a@example.com>")
+        await client.command("RCPT TO:<b@example.net>")
+        await client.command("RCPT TO:<c@example.net>")
+        if not first_chunk:
+            assert (await bdat(client, b"x" * 10)).code == 250
+        first = await bdat(client, b"y" * 2000, last=True)
+        second = await client.read_reply()
+        noop = await client.command("NOOP")
+    assert [(r.code, r.enhanced) for r in (first, second)] == [(552, "5.3.4")] * 2
+    assert str(noop) == "250 2.0.0 OK"
+    assert hooks.messages == []
+
+
 async def test_lmtp_one_reply_applies_to_every_recipient() -> None:
     """RFC 2033 4.2: a single outcome from the hook is repeated per recipient."""
 
@@ -228,3 +252,34 @@ async def test_lmtp_swaks() -> None:
     assert "LHLO" in result.stdout
     assert result.server_lines().count("250 2.0.0 Message accepted") == 2
     assert len(hooks.messages[0].envelope.recipients) == 2
+
+
+async def test_lmtp_outcome_421_closes_after_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 5321 3.8 / RFC 2033 4.2: an outcome of 421 closes the session at
+    once; the replies after it are not sent, and nothing is logged as an
+    internal error."""
+
+    class Closing(Recorder):
+        async def on_message(
+            self, session: Session, envelope: Envelope, body: AsyncIterator[bytes]
+        ) -> MessageOutcome:
+            await super().on_message(session, envelope, body)
+            return [None, Reply(421, "4.3.0", "Going down"), None]
+
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    async with serving(Closing(), settings(lmtp=True)) as srv:
+        client = await srv.connect()
+        await client.command("LHLO client.example")
+        await client.command("MAIL FROM:<a@example.com>")
+        for name in ("b", "c", "d"):
+            await client.command(f"RCPT TO:<{name}@example.net>")
+        await client.command("DATA")
+        await client.send(MESSAGE + b".\r\n")
+        first, second = await client.read_replies(2)
+        rest = await client.read_until_closed()
+    assert first.code == 250
+    assert str(second) == "421 4.3.0 Going down"
+    assert rest == b""
+    assert not any(r.exc_info for r in caplog.records)

@@ -153,7 +153,7 @@ class _Body:
                 raise self._abort(f"rejected: {exc.reply}") from None
             except RemoteProtocolError as exc:
                 assert exc.reply is not None
-                driver.reply(exc.reply)
+                driver.reply_error(exc.reply)
                 if conn.transaction is None or conn.state is ServerState.CLOSED:
                     # A failed BDAT chunk ends the transaction (RFC 3030 2).
                     raise self._abort(f"chunk refused: {exc.reply}") from None
@@ -277,6 +277,16 @@ class _Driver:
         ):
             self.end = "too many errors"
             self.out += conn.send(replies.TOO_MANY_ERRORS)
+
+    def reply_error(self, reply: Reply) -> None:
+        """Answer a protocol error with as many replies as are due.
+
+        One, except for a failed last BDAT chunk in LMTP, which is answered
+        once per recipient (RFC 2033 4.2) like any other end of a body.
+        """
+        self.reply(reply)
+        while self.conn.reply_due and self.conn.state is not ServerState.CLOSED:
+            self.reply(reply)
 
     async def call_hook(
         self, name: str, func: Callable[..., Awaitable[_T]], *args: object
@@ -422,7 +432,7 @@ class _Driver:
                     event = await self._wait_for_command()
                 except RemoteProtocolError as exc:
                     assert exc.reply is not None
-                    self.reply(exc.reply)
+                    self.reply_error(exc.reply)
                     continue
                 if event is None:  # interrupted by shutdown
                     continue
@@ -551,6 +561,8 @@ class _Driver:
             await self._aborted(body, envelope)
             return
         for reply in self._message_replies(outcome, envelope):
+            if self.conn.state is ServerState.CLOSED:
+                break  # an LMTP outcome was 421: nothing more is said
             self.reply(reply)
             if reply.is_positive:
                 self.session.messages += 1
@@ -653,7 +665,7 @@ class _Driver:
                         event = await self.next_event()
                 except RemoteProtocolError as exc:  # "*" or bad base64
                     assert exc.reply is not None
-                    self.reply(exc.reply)
+                    self.reply_error(exc.reply)
                     return
                 assert isinstance(event, (AuthResponse, ConnectionClosed))
                 if isinstance(event, ConnectionClosed):
