@@ -211,6 +211,9 @@ class _Driver:
         self.session = Session(
             id=secrets.token_hex(5), peer=peer, local=local, lmtp=protocol.lmtp
         )
+        if tls_active:
+            # The caller encrypted the stream: tell the hooks what it is.
+            self.session.tls = _tls_info(stream)
         self.out = bytearray()
         self.pending_event: Command | None = None
         self.auth_failures = 0
@@ -627,10 +630,7 @@ class _Driver:
             self.gone = True
             raise _Close from None
         self.receive_stream = self.send_stream = tls
-        self.session.tls = TLSInfo(
-            tls.extra(TLSAttribute.tls_version, None),
-            (tls.extra(TLSAttribute.cipher, None) or (None,))[0],
-        )
+        self.session.tls = _tls_info(tls)
 
     async def _on_starttls(self) -> None:
         self.reply(replies.READY_TO_START_TLS)
@@ -753,6 +753,17 @@ class _Replay(anyio.abc.ByteReceiveStream):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._stream.extra_attributes
+
+
+def _tls_info(stream: object) -> TLSInfo | None:
+    """What the hooks are told of a TLS stream (``None`` if it is not one)."""
+    if not isinstance(stream, anyio.TypedAttributeProvider):
+        return None
+    version = stream.extra(TLSAttribute.tls_version, None)
+    if version is None:
+        return None
+    cipher = stream.extra(TLSAttribute.cipher, None)
+    return TLSInfo(version, cipher[0] if cipher else None)
 
 
 def _address(address: tuple[str, int] | None) -> str:
