@@ -339,7 +339,7 @@ async def test_hook_runs_after_354_is_sent() -> None:
             self, session: Session, envelope: Envelope, body: AsyncIterator[bytes]
         ) -> MessageOutcome:
             # Until the client has its 354, nothing will come.
-            with anyio.fail_after(10):
+            with anyio.fail_after(30):
                 await go_ahead_seen.wait()
             return await super().on_message(session, envelope, body)
 
@@ -348,7 +348,7 @@ async def test_hook_runs_after_354_is_sent() -> None:
         client = await srv.hello()
         await client.command("MAIL FROM:<a@example.com>")
         await client.command("RCPT TO:<b@example.net>")
-        go = await client.command("DATA", wait=5)
+        go = await client.command("DATA", wait=20)
         go_ahead_seen.set()
         await client.send(MESSAGE + b".\r\n")
         accepted = await client.read_reply()
