@@ -418,7 +418,10 @@ class ServerConnection:
             # Reported once, now; the rest of the line is dropped as it
             # arrives, never buffered (RFC 5321 4.5.3.1.10).
             self._mode = _Mode.SKIP_LINE
-            self._due_for(None, "line", error=True)
+            # An over-long SASL response fails the exchange (RFC 4954 4),
+            # like any other bad response: the reply ends it.
+            trigger = AUTH_RESPONSE if self.state is ServerState.AUTH else "line"
+            self._due_for(None, trigger, error=True)
             raise LineTooLongError(LINE_TOO_LONG)
         assert isinstance(line, bytes)
         if self.state is ServerState.AUTH:

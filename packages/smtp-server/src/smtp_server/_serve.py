@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -27,6 +28,9 @@ logger = logging.getLogger("smtp_server")
 
 #: sd_listen_fds(3): "the first passed file descriptor is fd 3".
 SD_LISTEN_FDS_START = 3
+#: TCP ports are 16-bit (RFC 9293 3.1).
+MAX_PORT = 65535
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -89,25 +93,28 @@ class Server:
         """Accept on every listener until :meth:`shutdown`, then wind down."""
         raise_open_file_limit()
         self._all_done = anyio.Event()
-        async with anyio.create_task_group() as sessions:
-            with anyio.CancelScope() as accept_scope:
-                self._accept_scope = accept_scope
-                if self._stopping:
-                    accept_scope.cancel()
-                async with anyio.create_task_group() as acceptors:
-                    for listener in listeners:
-                        acceptors.start_soon(self._accept, listener, sessions)
-                    task_status.started()
-            for listener in listeners:
-                with anyio.CancelScope(shield=True):
-                    await listener.aclose()
-            # Accepting has stopped: let sessions in a transaction finish.
-            if self._drivers:
-                with anyio.move_on_after(self.settings.shutdown_grace):
-                    await self._all_done.wait()
-            for driver in list(self._drivers):
-                if driver.scope is not None:
-                    driver.scope.cancel()
+        try:
+            async with anyio.create_task_group() as sessions:
+                with anyio.CancelScope() as accept_scope:
+                    self._accept_scope = accept_scope
+                    if self._stopping:
+                        accept_scope.cancel()
+                    async with anyio.create_task_group() as acceptors:
+                        for listener in listeners:
+                            acceptors.start_soon(self._accept, listener, sessions)
+                        task_status.started()
+                await _close_all(listeners)
+                # Accepting has stopped: let sessions in a transaction finish.
+                if self._drivers:
+                    with anyio.move_on_after(self.settings.shutdown_grace):
+                        await self._all_done.wait()
+                for driver in list(self._drivers):
+                    if driver.scope is not None:
+                        driver.scope.cancel()
+        finally:
+            # Cancelled rather than shut down: the sockets are closed all the
+            # same (closing twice is harmless).
+            await _close_all(listeners)
 
     async def _accept(
         self, listener: Listener[anyio.abc.ByteStream], sessions: anyio.abc.TaskGroup
@@ -160,6 +167,12 @@ class Server:
                 self._all_done.set()
 
 
+async def _close_all(listeners: Sequence[Listener[anyio.abc.ByteStream]]) -> None:
+    with anyio.CancelScope(shield=True):
+        for listener in listeners:
+            await listener.aclose()
+
+
 async def _refuse(stream: anyio.abc.ByteStream, settings: Settings, reply: Reply) -> None:
     with anyio.move_on_after(settings.timeouts.close, shield=True):
         try:
@@ -208,12 +221,17 @@ async def listen(address: str) -> Listener[anyio.abc.ByteStream]:
     sockets (:func:`systemd_listeners`), which need no privilege.
     """
     if address.startswith("unix:"):
+        if not address[5:]:
+            raise ValueError(f"no path in {address!r}")
         return await anyio.create_unix_listener(address[5:])
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not _PORT.fullmatch(port) or int(port) > MAX_PORT:
         raise ValueError(f"not host:port: {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        # "::1:25" could be a port or the end of the address.
+        raise ValueError(f"an IPv6 address needs brackets: {address!r}")
     return await anyio.create_tcp_listener(local_host=host or None, local_port=int(port))
 
 

@@ -13,11 +13,12 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
@@ -150,7 +151,7 @@ class _Body:
                 raise self._abort(f"rejected: {exc.reply}") from None
             except RemoteProtocolError as exc:
                 assert exc.reply is not None
-                driver.reply(exc.reply)
+                driver.reply_error(exc.reply)
                 if conn.transaction is None or conn.state is ServerState.CLOSED:
                     # A failed BDAT chunk ends the transaction (RFC 3030 2).
                     raise self._abort(f"chunk refused: {exc.reply}") from None
@@ -206,6 +207,9 @@ class _Driver:
             protocol = attrs.evolve(protocol, starttls=not settings.implicit_tls)
         self.conn = ServerConnection(protocol, tls_active=tls_active)
         self.session = Session(id=secrets.token_hex(5), peer=peer, local=local, lmtp=protocol.lmtp)
+        if tls_active:
+            # The caller encrypted the stream: tell the hooks what it is.
+            self.session.tls = _tls_info(stream)
         self.out = bytearray()
         self.pending_event: Command | None = None
         self.auth_failures = 0
@@ -224,10 +228,16 @@ class _Driver:
     # -- I/O ----------------------------------------------------------------
 
     async def flush(self) -> None:
+        """Send the queued replies.
+
+        Bounded by the command timeout wherever it is called: a client that
+        stops reading (its receive window full) cannot hold a session.
+        """
         if self.out:
             data = bytes(self.out)
             self.out.clear()
-            await self.send_stream.send(data)
+            with anyio.fail_after(self.timeouts.command):
+                await self.send_stream.send(data)
 
     async def next_event(self) -> Any:
         """The next event from the client, reading as needed.
@@ -263,39 +273,72 @@ class _Driver:
             self.end = "too many errors"
             self.out += conn.send(replies.TOO_MANY_ERRORS)
 
+    def reply_error(self, reply: Reply) -> None:
+        """Answer a protocol error with as many replies as are due.
+
+        One, except for a failed last BDAT chunk in LMTP, which is answered
+        once per recipient (RFC 2033 4.2) like any other end of a body.
+        """
+        self.reply(reply)
+        while self.conn.reply_due and self.conn.state is not ServerState.CLOSED:
+            self.reply(reply)
+
     async def call_hook(
         self, name: str, func: Callable[..., Awaitable[_T]], *args: object
     ) -> _T | object:
-        """Run a hook within its timeout; a failure is logged and reported."""
-        try:
-            with anyio.fail_after(self.timeouts.hook):
+        """Run a hook within its timeout; a failure is logged and reported.
+
+        A hook that raises is the hook's failure (the client gets a 4xx and
+        the session goes on); one that does not decide in time ends the
+        session like any other timeout (``421 4.4.2``, :class:`Timeouts`).
+        A ``TimeoutError`` the hook raises itself is a failure, not ours.
+        """
+        with anyio.move_on_after(self.timeouts.hook) as scope:
+            try:
                 return await func(self.session, *args)
-        except Exception:
-            logger.exception("session %s: hook %s failed", self.session.id, name)
-            return _HOOK_FAILED
+            except Exception:
+                logger.exception("session %s: hook %s failed", self.session.id, name)
+                return _HOOK_FAILED
+        assert scope.cancelled_caught
+        logger.error(
+            "session %s: hook %s timed out after %.1f s",
+            self.session.id,
+            name,
+            self.timeouts.hook,
+        )
+        raise TimeoutError
 
     # -- The session ----------------------------------------------------------
 
     async def run(self) -> None:
-        with anyio.CancelScope() as scope:
-            self.scope = scope
-            try:
-                await self._run()
-            except _Close:
-                pass
-            except TimeoutError:
-                self.end = "timeout"
-                self._say_421(replies.TIMEOUT)
-            except _GONE:
-                self.end = "connection lost"
-            except Exception:
-                self.end = "internal error"
-                logger.exception("session %s: internal error", self.session.id)
-                self._say_421(Reply(421, "4.3.0", "Internal error, closing connection"))
-        if scope.cancelled_caught:
-            self.end = "shutdown"
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                try:
+                    await self._run()
+                except _Close:
+                    pass
+                except TimeoutError:
+                    self.end = "timeout"
+                    self._say_421(replies.TIMEOUT)
+                except _GONE:
+                    self.end = "connection lost"
+                except Exception:
+                    self.end = "internal error"
+                    logger.exception("session %s: internal error", self.session.id)
+                    self._say_421(Reply(421, "4.3.0", "Internal error, closing connection"))
+            if scope.cancelled_caught:
+                self.end = "shutdown"
+                self._say_421(replies.SHUTTING_DOWN)
+        except BaseException:
+            # Cancelled from outside (the task running the session, or the
+            # whole server): the client still hears why, and the streams
+            # are still closed.
+            self.end = "cancelled"
             self._say_421(replies.SHUTTING_DOWN)
-        await self._close()
+            raise
+        finally:
+            await self._close()
 
     def _say_421(self, reply: Reply) -> None:
         # A 421 may be sent at any time, even before the greeting.
@@ -307,7 +350,7 @@ class _Driver:
             try:
                 if not self.gone:
                     await self.flush()
-            except _GONE:
+            except (TimeoutError, *_GONE):
                 pass
             for stream in {
                 id(self.send_stream): self.send_stream,
@@ -378,7 +421,7 @@ class _Driver:
                     event = await self._wait_for_command()
                 except RemoteProtocolError as exc:
                     assert exc.reply is not None
-                    self.reply(exc.reply)
+                    self.reply_error(exc.reply)
                     continue
                 if event is None:  # interrupted by shutdown
                     continue
@@ -418,6 +461,10 @@ class _Driver:
             self.recipients += reply.is_positive
         elif isinstance(event, Data):
             self.reply(replies.START_MAIL_INPUT)
+            # The client waits for the 354 (RFC 2920 3.1: DATA ends a
+            # pipelined group): send it before the hook runs, which may
+            # prepare for a while before reading the body.
+            await self.flush()
             await self._receive_message("DATA")
         elif isinstance(event, Bdat):
             await self._receive_message("BDAT")
@@ -481,8 +528,10 @@ class _Driver:
                 logger.exception("session %s: hook on_message failed", self.session.id)
                 outcome = _HOOK_FAILED
         if scope.cancelled_caught:
+            # RFC 5321 4.5.3.2.6: the client waits data_termination for the
+            # reply, and gives up after; end the session as a timeout.
             logger.error("session %s: hook on_message timed out", self.session.id)
-            outcome = _HOOK_FAILED
+            raise TimeoutError
         if body.aborted is None and not body.done:
             with contextlib.suppress(MessageAborted):
                 await body.drain()
@@ -490,6 +539,8 @@ class _Driver:
             await self._aborted(body, envelope)
             return
         for reply in self._message_replies(outcome, envelope):
+            if self.conn.state is ServerState.CLOSED:
+                break  # an LMTP outcome was 421: nothing more is said
             self.reply(reply)
             if reply.is_positive:
                 self.session.messages += 1
@@ -554,10 +605,7 @@ class _Driver:
             self.gone = True
             raise _Close from None
         self.receive_stream = self.send_stream = tls
-        self.session.tls = TLSInfo(
-            tls.extra(TLSAttribute.tls_version, None),
-            (tls.extra(TLSAttribute.cipher, None) or (None,))[0],
-        )
+        self.session.tls = _tls_info(tls)
 
     async def _on_starttls(self) -> None:
         self.reply(replies.READY_TO_START_TLS)
@@ -592,7 +640,7 @@ class _Driver:
                         event = await self.next_event()
                 except RemoteProtocolError as exc:  # "*" or bad base64
                     assert exc.reply is not None
-                    self.reply(exc.reply)
+                    self.reply_error(exc.reply)
                     return
                 assert isinstance(event, (AuthResponse, ConnectionClosed))
                 if isinstance(event, ConnectionClosed):
@@ -655,7 +703,42 @@ class _Driver:
             self.session.local = header.destination
         rest = data[header.length :]
         if rest:
-            self.conn.receive_data(rest)
+            # What followed the header in the same read belongs to the next
+            # layer: SMTP, or the TLS handshake on an implicit-TLS listener.
+            self.receive_stream = _Replay(self.receive_stream, rest)
+
+
+class _Replay(anyio.abc.ByteReceiveStream):
+    """A receive stream that first gives back octets already read from it."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream, data: bytes) -> None:
+        self._stream = stream
+        self._data = data
+
+    async def receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        if self._data:
+            data, self._data = self._data[:max_bytes], self._data[max_bytes:]
+            await anyio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
+def _tls_info(stream: object) -> TLSInfo | None:
+    """What the hooks are told of a TLS stream (``None`` if it is not one)."""
+    if not isinstance(stream, anyio.TypedAttributeProvider):
+        return None
+    version = stream.extra(TLSAttribute.tls_version, None)
+    if version is None:
+        return None
+    cipher = stream.extra(TLSAttribute.cipher, None)
+    return TLSInfo(version, cipher[0] if cipher else None)
 
 
 def _address(address: tuple[str, int] | None) -> str:
