@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 import attrs
+import sniffio
 
 from smtp_message import Reply, replies
 
+from ._asyncio_stream import AsyncioSocketStream, serve_asyncio
 from ._hooks import Hooks
 from ._session import _Driver, _stream_address
 from ._settings import Settings
@@ -101,7 +103,11 @@ class Server:
                         accept_scope.cancel()
                     async with anyio.create_task_group() as acceptors:
                         for listener in listeners:
-                            acceptors.start_soon(self._accept, listener, sessions)
+                            sockets = _raw_sockets(listener)
+                            if sockets is None:
+                                acceptors.start_soon(self._accept, listener, sessions)
+                            for sock in sockets or ():
+                                acceptors.start_soon(self._accept_asyncio, sock, sessions)
                         task_status.started()
                 await _close_all(listeners)
                 # Accepting has stopped: let sessions in a transaction finish.
@@ -121,6 +127,12 @@ class Server:
     ) -> None:
         await listener.serve(self._session, task_group=sessions)
 
+    async def _accept_asyncio(self, sock: socket.socket, sessions: anyio.abc.TaskGroup) -> None:
+        def on_connection(stream: AsyncioSocketStream) -> None:
+            sessions.start_soon(self._session, stream)
+
+        await serve_asyncio(sock, on_connection)
+
     @property
     def stopping(self) -> bool:
         """Whether :meth:`shutdown` was called."""
@@ -133,8 +145,8 @@ class Server:
             self._accept_scope.cancel()
         for driver in self._drivers:
             driver.stopping = True
-            if driver.idle_scope is not None:
-                driver.idle_scope.cancel()
+            if driver.idle and driver.scope is not None:
+                driver.scope.cancel()
 
     async def _session(self, stream: anyio.abc.ByteStream) -> None:
         stats = self.statistics
@@ -143,15 +155,12 @@ class Server:
             reply = replies.SHUTTING_DOWN if self._stopping else replies.TOO_BUSY
             await _refuse(stream, self.settings, reply)
             return
-        driver = _Driver(
-            stream,
-            stream,
-            self.hooks,
-            self.settings,
-            False,
-            _stream_address(stream, anyio.abc.SocketAttribute.remote_address),
-            _stream_address(stream, anyio.abc.SocketAttribute.local_address),
-        )
+        if isinstance(stream, AsyncioSocketStream):
+            peer, local = stream.peer, stream.local
+        else:
+            peer = _stream_address(stream, anyio.abc.SocketAttribute.remote_address)
+            local = _stream_address(stream, anyio.abc.SocketAttribute.local_address)
+        driver = _Driver(stream, stream, self.hooks, self.settings, False, peer, local)
         driver.stopping = self._stopping
         self._drivers.add(driver)
         stats.accepted += 1
@@ -171,6 +180,20 @@ async def _close_all(listeners: Sequence[Listener[anyio.abc.ByteStream]]) -> Non
     with anyio.CancelScope(shield=True):
         for listener in listeners:
             await listener.aclose()
+
+
+def _raw_sockets(listener: object) -> list[socket.socket] | None:
+    """The sockets behind ``listener``, if the lean asyncio path can take them.
+
+    ``None`` means: accept through the listener itself (trio, TLS listeners,
+    anything that is not plain sockets).
+    """
+    if sniffio.current_async_library() != "asyncio":
+        return None
+    parts = getattr(listener, "listeners", [listener])
+    if not parts or not all(isinstance(p, anyio.abc.SocketListener) for p in parts):
+        return None
+    return [p.extra(anyio.abc.SocketAttribute.raw_socket) for p in parts]
 
 
 async def _refuse(stream: anyio.abc.ByteStream, settings: Settings, reply: Reply) -> None:
