@@ -21,7 +21,6 @@ import anyio
 import anyio.abc
 import attrs
 import pytest
-import trustme
 
 from smtp_client import (
     Client,
@@ -75,6 +74,8 @@ from smtp_server import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
+
+    import trustme
 
     from smtp_testkit.dns import DNSServer
     from smtp_testkit.dovecot import DovecotServer
@@ -451,11 +452,6 @@ async def smtp_server(
             yield port
         finally:
             server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @pytest.fixture(scope="module")

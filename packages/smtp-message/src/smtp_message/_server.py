@@ -418,7 +418,10 @@ class ServerConnection:
             # Reported once, now; the rest of the line is dropped as it
             # arrives, never buffered (RFC 5321 4.5.3.1.10).
             self._mode = _Mode.SKIP_LINE
-            self._due_for(None, "line", error=True)
+            # An over-long SASL response fails the exchange (RFC 4954 4),
+            # like any other bad response: the reply ends it.
+            trigger = AUTH_RESPONSE if self.state is ServerState.AUTH else "line"
+            self._due_for(None, trigger, error=True)
             raise LineTooLongError(LINE_TOO_LONG)
         assert isinstance(line, bytes)
         if self.state is ServerState.AUTH:
@@ -605,19 +608,13 @@ class ServerConnection:
             return NEED_DATA
         return self._end_of_body(reader.violation)
 
-    def _end_of_body(self, violation: Reply | None, last_chunk: Bdat | None = None) -> EndOfData:
+    def _end_of_body(self, violation: Reply | None) -> EndOfData:
         self._mode = _Mode.COMMAND
         self._reader = None
         t = self.transaction
         assert t is not None
         count = len(t.recipients) if self.settings.lmtp else 1
-        if last_chunk is None:
-            self._due_for(None, END_OF_DATA)
-        else:
-            # RFC 3030 2: the reply to BDAT LAST ends the transaction, as the
-            # "BDAT LAST" rows of the table say (END_OF_DATA's rows start
-            # from DATA only, and would leave it open).
-            self._due_for(last_chunk, "BDAT LAST")
+        self._due_for(None, END_OF_DATA)
         self._due_count = count
         if violation is not None:
             self._due_error = True
@@ -664,7 +661,7 @@ class ServerConnection:
                 self._due_count = max(1, len(self.transaction.recipients))
             raise error
         if chunk.last:
-            return self._end_of_body(None, chunk)
+            return self._end_of_body(None)
         self._due_for(chunk, trigger)
         return EndOfChunk()
 
@@ -817,7 +814,7 @@ class ServerConnection:
                 self._mode = _Mode.DATA
                 s = self.settings
                 self._reader = DataReader(s.bare_line_endings, s.max_message_size)
-        if trigger in (END_OF_DATA, "BDAT LAST") and reply.is_positive:
+        if trigger == END_OF_DATA and reply.is_positive:
             self.errors = 0
         if new not in _TRANSACTION_STATES:
             self.transaction = None

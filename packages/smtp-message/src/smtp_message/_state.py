@@ -124,6 +124,10 @@ SERVER_TRANSITIONS: Final[tuple[tuple[ServerState, str, str, ServerState], ...]]
     (_S.BDAT, "BDAT", "5", _S.READY),
     (_S.RCPT, "BDAT LAST", "*", _S.READY),
     (_S.BDAT, "BDAT LAST", "*", _S.READY),
+    # The reply to a message sent with BDAT (its LAST chunk accepted) ends
+    # the transaction as the reply after DATA does.
+    (_S.RCPT, END_OF_DATA, "*", _S.READY),
+    (_S.BDAT, END_OF_DATA, "*", _S.READY),
     # RFC 5321 4.1.1.5: RSET clears the transaction.
     (_S.HELLO, "RSET", "2", _S.HELLO),
     *[(s, "RSET", "2", _S.READY) for s in _SESSION_STATES],

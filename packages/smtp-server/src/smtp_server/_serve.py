@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 import attrs
+import sniffio
 
 from smtp_message import Reply, replies
 
+from ._asyncio_stream import AsyncioSocketStream, serve_asyncio
 from ._hooks import Hooks
 from ._session import _Driver, _stream_address
 from ._settings import Settings
@@ -27,6 +30,9 @@ logger = logging.getLogger("smtp_server")
 
 #: sd_listen_fds(3): "the first passed file descriptor is fd 3".
 SD_LISTEN_FDS_START = 3
+#: TCP ports are 16-bit (RFC 9293 3.1).
+MAX_PORT = 65535
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -89,30 +95,43 @@ class Server:
         """Accept on every listener until :meth:`shutdown`, then wind down."""
         raise_open_file_limit()
         self._all_done = anyio.Event()
-        async with anyio.create_task_group() as sessions:
-            with anyio.CancelScope() as accept_scope:
-                self._accept_scope = accept_scope
-                if self._stopping:
-                    accept_scope.cancel()
-                async with anyio.create_task_group() as acceptors:
-                    for listener in listeners:
-                        acceptors.start_soon(self._accept, listener, sessions)
-                    task_status.started()
-            for listener in listeners:
-                with anyio.CancelScope(shield=True):
-                    await listener.aclose()
-            # Accepting has stopped: let sessions in a transaction finish.
-            if self._drivers:
-                with anyio.move_on_after(self.settings.shutdown_grace):
-                    await self._all_done.wait()
-            for driver in list(self._drivers):
-                if driver.scope is not None:
-                    driver.scope.cancel()
+        try:
+            async with anyio.create_task_group() as sessions:
+                with anyio.CancelScope() as accept_scope:
+                    self._accept_scope = accept_scope
+                    if self._stopping:
+                        accept_scope.cancel()
+                    async with anyio.create_task_group() as acceptors:
+                        for listener in listeners:
+                            sockets = _raw_sockets(listener)
+                            if sockets is None:
+                                acceptors.start_soon(self._accept, listener, sessions)
+                            for sock in sockets or ():
+                                acceptors.start_soon(self._accept_asyncio, sock, sessions)
+                        task_status.started()
+                await _close_all(listeners)
+                # Accepting has stopped: let sessions in a transaction finish.
+                if self._drivers:
+                    with anyio.move_on_after(self.settings.shutdown_grace):
+                        await self._all_done.wait()
+                for driver in list(self._drivers):
+                    if driver.scope is not None:
+                        driver.scope.cancel()
+        finally:
+            # Cancelled rather than shut down: the sockets are closed all the
+            # same (closing twice is harmless).
+            await _close_all(listeners)
 
     async def _accept(
         self, listener: Listener[anyio.abc.ByteStream], sessions: anyio.abc.TaskGroup
     ) -> None:
         await listener.serve(self._session, task_group=sessions)
+
+    async def _accept_asyncio(self, sock: socket.socket, sessions: anyio.abc.TaskGroup) -> None:
+        def on_connection(stream: AsyncioSocketStream) -> None:
+            sessions.start_soon(self._session, stream)
+
+        await serve_asyncio(sock, on_connection)
 
     @property
     def stopping(self) -> bool:
@@ -126,8 +145,8 @@ class Server:
             self._accept_scope.cancel()
         for driver in self._drivers:
             driver.stopping = True
-            if driver.idle_scope is not None:
-                driver.idle_scope.cancel()
+            if driver.idle and driver.scope is not None:
+                driver.scope.cancel()
 
     async def _session(self, stream: anyio.abc.ByteStream) -> None:
         stats = self.statistics
@@ -136,15 +155,12 @@ class Server:
             reply = replies.SHUTTING_DOWN if self._stopping else replies.TOO_BUSY
             await _refuse(stream, self.settings, reply)
             return
-        driver = _Driver(
-            stream,
-            stream,
-            self.hooks,
-            self.settings,
-            False,
-            _stream_address(stream, anyio.abc.SocketAttribute.remote_address),
-            _stream_address(stream, anyio.abc.SocketAttribute.local_address),
-        )
+        if isinstance(stream, AsyncioSocketStream):
+            peer, local = stream.peer, stream.local
+        else:
+            peer = _stream_address(stream, anyio.abc.SocketAttribute.remote_address)
+            local = _stream_address(stream, anyio.abc.SocketAttribute.local_address)
+        driver = _Driver(stream, stream, self.hooks, self.settings, False, peer, local)
         driver.stopping = self._stopping
         self._drivers.add(driver)
         stats.accepted += 1
@@ -158,6 +174,26 @@ class Server:
             stats.active -= 1
             if self.stopping and not self._drivers and self._all_done is not None:
                 self._all_done.set()
+
+
+async def _close_all(listeners: Sequence[Listener[anyio.abc.ByteStream]]) -> None:
+    with anyio.CancelScope(shield=True):
+        for listener in listeners:
+            await listener.aclose()
+
+
+def _raw_sockets(listener: object) -> list[socket.socket] | None:
+    """The sockets behind ``listener``, if the lean asyncio path can take them.
+
+    ``None`` means: accept through the listener itself (trio, TLS listeners,
+    anything that is not plain sockets).
+    """
+    if sniffio.current_async_library() != "asyncio":
+        return None
+    parts = getattr(listener, "listeners", [listener])
+    if not parts or not all(isinstance(p, anyio.abc.SocketListener) for p in parts):
+        return None
+    return [p.extra(anyio.abc.SocketAttribute.raw_socket) for p in parts]
 
 
 async def _refuse(stream: anyio.abc.ByteStream, settings: Settings, reply: Reply) -> None:
@@ -208,12 +244,17 @@ async def listen(address: str) -> Listener[anyio.abc.ByteStream]:
     sockets (:func:`systemd_listeners`), which need no privilege.
     """
     if address.startswith("unix:"):
+        if not address[5:]:
+            raise ValueError(f"no path in {address!r}")
         return await anyio.create_unix_listener(address[5:])
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not _PORT.fullmatch(port) or int(port) > MAX_PORT:
         raise ValueError(f"not host:port: {address!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host:
+        # "::1:25" could be a port or the end of the address.
+        raise ValueError(f"an IPv6 address needs brackets: {address!r}")
     return await anyio.create_tcp_listener(local_host=host or None, local_port=int(port))
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import logging
-import secrets
+import math
+import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
@@ -101,7 +104,7 @@ class _Body:
     server never holds more than one chunk.
     """
 
-    def __init__(self, driver: _Driver, scope: anyio.CancelScope) -> None:
+    def __init__(self, driver: _Driver, scope: anyio.CancelScope | None) -> None:
         self._driver = driver
         self._scope = scope
         self._first = True
@@ -128,7 +131,8 @@ class _Body:
     def push_deadline(self) -> None:
         # The hook may take data_termination to decide once it stops
         # reading (RFC 5321 4.5.3.2.6).
-        self._scope.deadline = anyio.current_time() + self._driver.timeouts.data_termination
+        if self._scope is not None:
+            self._scope.deadline = anyio.current_time() + self._driver.timeouts.data_termination
 
     def _abort(self, reason: str) -> MessageAborted:
         self.aborted = reason
@@ -150,7 +154,7 @@ class _Body:
                 raise self._abort(f"rejected: {exc.reply}") from None
             except RemoteProtocolError as exc:
                 assert exc.reply is not None
-                driver.reply(exc.reply)
+                driver.reply_error(exc.reply)
                 if conn.transaction is None or conn.state is ServerState.CLOSED:
                     # A failed BDAT chunk ends the transaction (RFC 3030 2).
                     raise self._abort(f"chunk refused: {exc.reply}") from None
@@ -205,7 +209,11 @@ class _Driver:
         if settings.ssl_context is not None and not protocol.starttls:
             protocol = attrs.evolve(protocol, starttls=not settings.implicit_tls)
         self.conn = ServerConnection(protocol, tls_active=tls_active)
-        self.session = Session(id=secrets.token_hex(5), peer=peer, local=local, lmtp=protocol.lmtp)
+        self.session = Session(id=_session_id(), peer=peer, local=local, lmtp=protocol.lmtp)
+        self.overridden = _overridden(type(hooks))
+        if tls_active:
+            # The caller encrypted the stream: tell the hooks what it is.
+            self.session.tls = _tls_info(stream)
         self.out = bytearray()
         self.pending_event: Command | None = None
         self.auth_failures = 0
@@ -216,14 +224,21 @@ class _Driver:
         self.recipients = 0
         #: The session's cancel scope (:func:`serve` cancels it on shutdown).
         self.scope: anyio.CancelScope | None = None
-        #: Cancelled by :func:`serve` to interrupt a wait between transactions.
-        self.idle_scope: anyio.CancelScope | None = None
+        #: True while waiting for a command between transactions: a
+        #: shutdown may then end the session at once.
+        self.idle = False
         #: Set by :func:`serve` when the server is shutting down.
         self.stopping = False
 
     # -- I/O ----------------------------------------------------------------
 
     async def flush(self) -> None:
+        """Send the queued replies.
+
+        Always under a deadline (the session's, set by :meth:`expect`, or a
+        scope of the caller's): a client that stops reading, its receive
+        window full, cannot hold a session.
+        """
         if self.out:
             data = bytes(self.out)
             self.out.clear()
@@ -232,7 +247,7 @@ class _Driver:
     async def next_event(self) -> Any:
         """The next event from the client, reading as needed.
 
-        Callers bound the wait with :func:`anyio.fail_after`: the deadline
+        Callers bound the wait (:meth:`expect`, or a scope): the deadline
         covers the whole event (a complete command line, say), so a client
         trickling one octet at a time cannot hold a session forever.
         """
@@ -263,39 +278,91 @@ class _Driver:
             self.end = "too many errors"
             self.out += conn.send(replies.TOO_MANY_ERRORS)
 
+    def reply_error(self, reply: Reply) -> None:
+        """Answer a protocol error with as many replies as are due.
+
+        One, except for a failed last BDAT chunk in LMTP, which is answered
+        once per recipient (RFC 2033 4.2) like any other end of a body.
+        """
+        self.reply(reply)
+        while self.conn.reply_due and self.conn.state is not ServerState.CLOSED:
+            self.reply(reply)
+
+    def expect(self, seconds: float | None) -> None:
+        """Bound what follows by ``seconds`` (``None``: no bound).
+
+        The session's one cancel scope carries the deadline: moving it costs
+        a timer, where a scope per wait would cost much more.  Expiry
+        cancels the session, which ends with ``421 4.4.2``.
+        """
+        scope = self.scope
+        if scope is not None:
+            scope.deadline = math.inf if seconds is None else anyio.current_time() + seconds
+
     async def call_hook(
         self, name: str, func: Callable[..., Awaitable[_T]], *args: object
     ) -> _T | object:
-        """Run a hook within its timeout; a failure is logged and reported."""
-        try:
-            with anyio.fail_after(self.timeouts.hook):
+        """Run a hook within its timeout; a failure is logged and reported.
+
+        A hook that raises is the hook's failure (the client gets a 4xx and
+        the session goes on); one that does not decide in time ends the
+        session like any other timeout (``421 4.4.2``, :class:`Timeouts`).
+        A ``TimeoutError`` the hook raises itself is a failure, not ours.
+        A hook the subclass does not override is not called at all.
+        """
+        if name not in self.overridden:
+            return None
+        self.expect(None)  # the hook's own limit applies, not the last wait's
+        with anyio.move_on_after(self.timeouts.hook) as scope:
+            try:
                 return await func(self.session, *args)
-        except Exception:
-            logger.exception("session %s: hook %s failed", self.session.id, name)
-            return _HOOK_FAILED
+            except Exception:
+                logger.exception("session %s: hook %s failed", self.session.id, name)
+                return _HOOK_FAILED
+        assert scope.cancelled_caught
+        logger.error(
+            "session %s: hook %s timed out after %.1f s",
+            self.session.id,
+            name,
+            self.timeouts.hook,
+        )
+        raise TimeoutError
 
     # -- The session ----------------------------------------------------------
 
     async def run(self) -> None:
-        with anyio.CancelScope() as scope:
-            self.scope = scope
-            try:
-                await self._run()
-            except _Close:
-                pass
-            except TimeoutError:
-                self.end = "timeout"
-                self._say_421(replies.TIMEOUT)
-            except _GONE:
-                self.end = "connection lost"
-            except Exception:
-                self.end = "internal error"
-                logger.exception("session %s: internal error", self.session.id)
-                self._say_421(Reply(421, "4.3.0", "Internal error, closing connection"))
-        if scope.cancelled_caught:
-            self.end = "shutdown"
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                try:
+                    await self._run()
+                except _Close:
+                    pass
+                except TimeoutError:
+                    self.end = "timeout"
+                    self._say_421(replies.TIMEOUT)
+                except _GONE:
+                    self.end = "connection lost"
+                except Exception:
+                    self.end = "internal error"
+                    logger.exception("session %s: internal error", self.session.id)
+                    self._say_421(Reply(421, "4.3.0", "Internal error, closing connection"))
+            if scope.cancelled_caught:
+                if self.stopping:
+                    self.end = "shutdown"
+                    self._say_421(replies.SHUTTING_DOWN)
+                else:  # the deadline set by expect() passed
+                    self.end = "timeout"
+                    self._say_421(replies.TIMEOUT)
+        except BaseException:
+            # Cancelled from outside (the task running the session, or the
+            # whole server): the client still hears why, and the streams
+            # are still closed.
+            self.end = "cancelled"
             self._say_421(replies.SHUTTING_DOWN)
-        await self._close()
+            raise
+        finally:
+            await self._close()
 
     def _say_421(self, reply: Reply) -> None:
         # A 421 may be sent at any time, even before the greeting.
@@ -307,7 +374,7 @@ class _Driver:
             try:
                 if not self.gone:
                     await self.flush()
-            except _GONE:
+            except (TimeoutError, *_GONE):
                 pass
             for stream in {
                 id(self.send_stream): self.send_stream,
@@ -315,11 +382,12 @@ class _Driver:
             }.values():
                 with contextlib.suppress(*_GONE):
                     await stream.aclose()
-        with anyio.move_on_after(self.timeouts.hook, shield=True):
-            try:
-                await self.hooks.on_disconnect(self.session)
-            except Exception:
-                logger.exception("session %s: hook on_disconnect failed", self.session.id)
+        if "on_disconnect" in self.overridden:
+            with anyio.move_on_after(self.timeouts.hook, shield=True):
+                try:
+                    await self.hooks.on_disconnect(self.session)
+                except Exception:
+                    logger.exception("session %s: hook on_disconnect failed", self.session.id)
         s = self.session
         logger.info(
             "session=%s peer=%s tls=%s auth=%s helo=%s messages=%d recipients=%d "
@@ -378,29 +446,22 @@ class _Driver:
                     event = await self._wait_for_command()
                 except RemoteProtocolError as exc:
                     assert exc.reply is not None
-                    self.reply(exc.reply)
-                    continue
-                if event is None:  # interrupted by shutdown
+                    self.reply_error(exc.reply)
                     continue
             if event is PAUSED:
                 raise AssertionError("paused outside STARTTLS")  # pragma: no cover
             await self._dispatch(event)
 
     async def _wait_for_command(self) -> Any:
-        if self.conn.transaction is not None:
-            with anyio.fail_after(self._command_timeout()):
-                return await self.next_event()
-        # Between transactions a shutdown may interrupt the wait.
-        with anyio.CancelScope() as scope:
-            self.idle_scope = scope
-            if self.stopping:
-                scope.cancel()
-            try:
-                with anyio.fail_after(self._command_timeout()):
-                    return await self.next_event()
-            finally:
-                self.idle_scope = None
-        return None
+        # Between transactions, a shutdown may end the session at once.
+        self.idle = self.conn.transaction is None
+        # The deadline stays after the event arrives: what follows until the
+        # next wait is quick, and hooks clear it (they have their own).
+        self.expect(self._command_timeout())
+        try:
+            return await self.next_event()
+        finally:
+            self.idle = False
 
     async def _dispatch(self, event: object) -> None:
         conn = self.conn
@@ -418,6 +479,10 @@ class _Driver:
             self.recipients += reply.is_positive
         elif isinstance(event, Data):
             self.reply(replies.START_MAIL_INPUT)
+            # The client waits for the 354 (RFC 2920 3.1: DATA ends a
+            # pipelined group): send it before the hook runs, which may
+            # prepare for a while before reading the body.
+            await self.flush()
             await self._receive_message("DATA")
         elif isinstance(event, Bdat):
             await self._receive_message("BDAT")
@@ -470,9 +535,30 @@ class _Driver:
         assert transaction is not None
         envelope = Envelope(transaction.mail_from, tuple(transaction.recipients), body_command)
         outcome: object = None
+        if "on_message" not in self.overridden:
+            # The default hook would only read the body to its end.
+            body = _Body(self, None)
+        else:
+            outcome, body = await self._message_hook(envelope)
+        if body.aborted is None and not body.done:
+            with contextlib.suppress(MessageAborted):
+                await body.drain()
+        if body.aborted is not None:
+            await self._aborted(body, envelope)
+            return
+        for reply in self._message_replies(outcome, envelope):
+            if self.conn.state is ServerState.CLOSED:
+                break  # an LMTP outcome was 421: nothing more is said
+            self.reply(reply)
+            if reply.is_positive:
+                self.session.messages += 1
+
+    async def _message_hook(self, envelope: Envelope) -> tuple[object, _Body]:
+        outcome: object = None
         with anyio.CancelScope() as scope:
             body = _Body(self, scope)
             body.push_deadline()
+            self.expect(None)  # the body's and the hook's own limits apply
             try:
                 outcome = await self.hooks.on_message(self.session, envelope, body)
             except MessageAborted:
@@ -481,18 +567,11 @@ class _Driver:
                 logger.exception("session %s: hook on_message failed", self.session.id)
                 outcome = _HOOK_FAILED
         if scope.cancelled_caught:
+            # RFC 5321 4.5.3.2.6: the client waits data_termination for the
+            # reply, and gives up after; end the session as a timeout.
             logger.error("session %s: hook on_message timed out", self.session.id)
-            outcome = _HOOK_FAILED
-        if body.aborted is None and not body.done:
-            with contextlib.suppress(MessageAborted):
-                await body.drain()
-        if body.aborted is not None:
-            await self._aborted(body, envelope)
-            return
-        for reply in self._message_replies(outcome, envelope):
-            self.reply(reply)
-            if reply.is_positive:
-                self.session.messages += 1
+            raise TimeoutError
+        return outcome, body
 
     async def _aborted(self, body: _Body, envelope: Envelope) -> None:
         logger.info("session %s: message aborted: %s", self.session.id, body.aborted)
@@ -554,10 +633,7 @@ class _Driver:
             self.gone = True
             raise _Close from None
         self.receive_stream = self.send_stream = tls
-        self.session.tls = TLSInfo(
-            tls.extra(TLSAttribute.tls_version, None),
-            (tls.extra(TLSAttribute.cipher, None) or (None,))[0],
-        )
+        self.session.tls = _tls_info(tls)
 
     async def _on_starttls(self) -> None:
         self.reply(replies.READY_TO_START_TLS)
@@ -587,12 +663,12 @@ class _Driver:
                 return
             if isinstance(step, bytes):
                 self.reply(Reply(334, None, base64.b64encode(step).decode("ascii")))
+                self.expect(self.timeouts.command)
                 try:
-                    with anyio.fail_after(self.timeouts.command):
-                        event = await self.next_event()
+                    event = await self.next_event()
                 except RemoteProtocolError as exc:  # "*" or bad base64
                     assert exc.reply is not None
-                    self.reply(exc.reply)
+                    self.reply_error(exc.reply)
                     return
                 assert isinstance(event, (AuthResponse, ConnectionClosed))
                 if isinstance(event, ConnectionClosed):
@@ -629,6 +705,7 @@ class _Driver:
             self.settings.auth_failure_delay * 2 ** (self.auth_failures - 1),
             MAX_AUTH_DELAY,
         )
+        self.expect(self.timeouts.command + delay)
         await self.flush()
         await anyio.sleep(delay)
         if self.auth_failures >= self.settings.max_auth_failures:
@@ -655,7 +732,59 @@ class _Driver:
             self.session.local = header.destination
         rest = data[header.length :]
         if rest:
-            self.conn.receive_data(rest)
+            # What followed the header in the same read belongs to the next
+            # layer: SMTP, or the TLS handshake on an implicit-TLS listener.
+            self.receive_stream = _Replay(self.receive_stream, rest)
+
+
+class _Replay(anyio.abc.ByteReceiveStream):
+    """A receive stream that first gives back octets already read from it."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream, data: bytes) -> None:
+        self._stream = stream
+        self._data = data
+
+    async def receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        if self._data:
+            data, self._data = self._data[:max_bytes], self._data[max_bytes:]
+            await anyio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
+def _tls_info(stream: object) -> TLSInfo | None:
+    """What the hooks are told of a TLS stream (``None`` if it is not one)."""
+    if not isinstance(stream, anyio.TypedAttributeProvider):
+        return None
+    version = stream.extra(TLSAttribute.tls_version, None)
+    if version is None:
+        return None
+    cipher = stream.extra(TLSAttribute.cipher, None)
+    return TLSInfo(version, cipher[0] if cipher else None)
+
+
+_HOOK_NAMES = (
+    "on_connect", "on_hello", "on_auth", "on_mail", "on_rcpt", "on_message", "on_disconnect",
+)  # fmt: skip
+_ids = itertools.count(1)
+_ID_PREFIX = os.urandom(2).hex()
+
+
+def _session_id() -> str:
+    """Unique within the process, and across restarts, for logs."""
+    return f"{_ID_PREFIX}{next(_ids):06x}"
+
+
+def _overridden(cls: type[Hooks]) -> frozenset[str]:
+    """The hook methods ``cls`` overrides (the others need not be called)."""
+    return frozenset(name for name in _HOOK_NAMES if getattr(cls, name) is not getattr(Hooks, name))
 
 
 def _address(address: tuple[str, int] | None) -> str:

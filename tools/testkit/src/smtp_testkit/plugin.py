@@ -25,6 +25,15 @@ def require_program(name: str) -> str:
     return path
 
 
+# Fixtures other modules define, registered here (the plugin's namespace is
+# what pytest scans).
+from smtp_testkit.tls import (  # noqa: E402, F401
+    tls_ca,
+    tls_client_context,
+    tls_server_cert,
+    tls_server_context,
+)
+
 # Real servers on loopback, as fixtures (imported here to register them with
 # pytest; at the end because they use require_program above).
 from .dns import dns_server as dns_server  # noqa: E402
