@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 import attrs
+import sniffio
 from anyio.streams.tls import TLSStream
 
 from smtp_message import (
@@ -52,6 +53,7 @@ from smtp_message import (
     StartTls,
 )
 
+from . import _asyncio_stream as asyncio_stream
 from ._body import Body
 from ._errors import (
     AuthError,
@@ -224,6 +226,8 @@ class Connection:
             with anyio.fail_after(timeouts.connect):
                 if path is not None:
                     stream: anyio.abc.ByteStream = await anyio.connect_unix(path)
+                elif sniffio.current_async_library() == "asyncio":
+                    stream = await asyncio_stream.connect_tcp(host, port, local_host=local_address)
                 else:
                     stream = await anyio.connect_tcp(host, port, local_host=local_address)
         except TimeoutError:
