@@ -7,9 +7,9 @@ to a discard server in its own process:
   CHUNKING, so each message is ``MAIL RCPT DATA`` then the body.
   smtp_client pipelines the envelope (two round trips per message);
   aiosmtplib does not pipeline (four).
-- ``smtp-mta sink --discard`` (this project's server, on uvloop when
-  installed): it also offers CHUNKING, so smtp_client sends ``MAIL RCPT
-  BDAT LAST`` and the body in one write (one round trip per message).
+- ``smtp-mta sink --discard`` (this project's server, on asyncio): it also
+  offers CHUNKING, so smtp_client sends ``MAIL RCPT BDAT LAST`` and the
+  body in one write (one round trip per message).
 
 The clients run in interleaved rounds (each once per round, in turn), so a
 noisy neighbour on this shared machine hurts them alike; the table gives
@@ -68,15 +68,8 @@ def smtp_sink(port: int) -> list[str]:
 
 
 def smtp_mta_sink(port: int) -> list[str]:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        backend = "asyncio"
-    else:
-        backend = "uvloop"
     listen = f"127.0.0.1:{port}"
-    return [sys.executable, "-m", "smtp_mta._cli", "sink", "--discard", "--listen", listen,
-            "--backend", backend]  # fmt: skip
+    return [sys.executable, "-m", "smtp_mta._cli", "sink", "--discard", "--listen", listen]
 
 
 SERVERS: dict[str, Callable[[int], list[str]]] = {

@@ -141,10 +141,12 @@ async def test_asyncio_stream_refused_connection_is_oserror() -> None:
 
 
 async def test_connection_uses_the_lean_stream_only_on_asyncio(anyio_backend: str) -> None:
-    """Under asyncio the session runs on the lean stream, under trio on anyio's."""
+    """Under asyncio a session to an IP address runs on the lean stream; under
+    trio, or to a host name (anyio tries each of its addresses), on anyio's."""
     async with scripted_server(Dialogue()) as server:
-        conn = await Connection.open("127.0.0.1", server.port, helo="c.test")
-        try:
-            assert isinstance(conn.stream, AsyncioSocketStream) == (anyio_backend == "asyncio")
-        finally:
-            await conn.aclose()
+        for host, lean in [("127.0.0.1", anyio_backend == "asyncio"), ("localhost", False)]:
+            conn = await Connection.open(host, server.port, helo="c.test")
+            try:
+                assert isinstance(conn.stream, AsyncioSocketStream) == lean
+            finally:
+                await conn.aclose()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
@@ -52,8 +52,8 @@ class _Protocol(asyncio.Protocol):
         self.writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport: no isinstance.
+        self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -173,25 +173,17 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         }
 
 
-#: RFC 8305's recommended delay before the next address is tried.
-_HAPPY_EYEBALLS_DELAY = 0.25
-
-
 async def connect_tcp(
-    host: str, port: int, *, local_host: str | None = None
+    address: str, port: int, *, local_host: str | None = None
 ) -> anyio.abc.SocketStream:
-    """Connect to ``host:port`` under asyncio; raises :class:`OSError` on failure.
+    """Connect to the IP ``address``, ``port`` under asyncio (or uvloop).
 
-    Like :func:`anyio.connect_tcp`: every address of ``host`` is tried,
-    with Happy Eyeballs (RFC 8305) between them.
+    Raises :class:`OSError` on failure.  Host names are for
+    :func:`anyio.connect_tcp`, which tries every address of a name (Happy
+    Eyeballs, RFC 8305).
     """
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(
-        _Protocol,
-        host,
-        port,
-        local_addr=(local_host, 0) if local_host else None,
-        happy_eyeballs_delay=_HAPPY_EYEBALLS_DELAY,
+        _Protocol, address, port, local_addr=(local_host, 0) if local_host else None
     )
-    assert isinstance(transport, asyncio.Transport)
     return AsyncioSocketStream(transport, protocol)

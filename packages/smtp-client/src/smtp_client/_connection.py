@@ -11,6 +11,7 @@ classified errors of :mod:`smtp_client._errors` and per-recipient results
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import ssl
 from typing import TYPE_CHECKING
@@ -226,7 +227,7 @@ class Connection:
             with anyio.fail_after(timeouts.connect):
                 if path is not None:
                     stream: anyio.abc.ByteStream = await anyio.connect_unix(path)
-                elif sniffio.current_async_library() == "asyncio":
+                elif sniffio.current_async_library() == "asyncio" and _is_ip(host):
                     stream = await asyncio_stream.connect_tcp(host, port, local_host=local_address)
                 else:
                     stream = await anyio.connect_tcp(host, port, local_host=local_address)
@@ -665,6 +666,14 @@ class Connection:
         """Close the connection at once, without QUIT."""
         self._broken = True
         await anyio.aclose_forcefully(self.stream)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(exc: BaseException) -> str:
