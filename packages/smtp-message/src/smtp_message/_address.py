@@ -20,8 +20,9 @@ __all__ = ["AddressPolicy", "Mailbox", "parse_path"]
 # RFC 6531 3.3:  atext =/ UTF8-non-ascii
 # UTF8-non-ascii is read here as any non-ASCII character except the C1
 # controls (U+0080-U+009F): a control character never reaches a hook.
+# Lone surrogates (U+D800-U+DFFF) are not characters and have no UTF-8 form.
 _ATEXT_ASCII = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
-_NON_ASCII = r"\u00a0-\U0010ffff"
+_NON_ASCII = r"\u00a0-\ud7ff\ue000-\U0010ffff"
 # RFC 5321 4.1.2:
 #   Dot-string = Atom *("."  Atom)
 #   Atom       = 1*atext
