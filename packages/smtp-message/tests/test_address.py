@@ -108,6 +108,8 @@ def test_mailbox_serialises_in_minimal_quoted_form(mailbox: Mailbox, text: str) 
         ("[IPv6:::256.1.1.1]", False),
         ("[x400:c=us;a=;p=x]", True),  # General-address-literal
         ("[tag-1:content]", True),
+        ("[tag:a@b]", True),  # dcontent includes "@" ...
+        ("[tag:<>]", True),  # ... and "<" and ">"
         ("[tag:a[b]", False),  # dcontent excludes "[", "\" and "]"
         ("[tag:a\\b]", False),
         ("[-tag:x]", True),  # Ldh-str may start with "-" (RFC 5321 4.1.2)
@@ -422,3 +424,17 @@ def test_path_parse_raises_only_address_error(
         # What parses serialises to ASCII unless SMTPUTF8 allowed more.
         if result is not None:
             assert utf8 or result.to_path().isascii()
+
+
+def test_path_general_literal_with_at_and_angle_brackets_in_commands() -> None:
+    """RFC 5321 4.1.3: dcontent (%d33-90 / %d94-126) holds "@", "<" and ">".
+
+    Neither the search for the local part's "@" nor the search for the
+    path's closing ">" may stop inside the literal.
+    """
+    from smtp_message import MailFrom, MailParams, RcptTo, parse_command
+
+    assert parse_command(b"MAIL FROM:<a@[x:>]> SIZE=1") == MailFrom(
+        Mailbox("a", "[x:>]"), MailParams(size=1)
+    )
+    assert parse_command(b"RCPT TO:<a@[x:b@c<d]>") == RcptTo(Mailbox("a", "[x:b@c<d]"))

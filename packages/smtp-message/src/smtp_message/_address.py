@@ -244,7 +244,9 @@ def _parse_mailbox(
         local = _UNESCAPE.sub(r"\1", m[1])
         rest = text[m.end() :]
     else:
-        at = text.rfind("@")
+        # A Dot-string has no "@"; the domain may (a general address
+        # literal's dcontent includes it), so the first "@" is the one.
+        at = text.find("@")
         if at <= 0:
             raise AddressError(ADDRESS_SYNTAX, f"no local part or domain: {text!r}")
         local = text[:at]
@@ -268,12 +270,13 @@ def _parse_mailbox(
 def split_path(argument: str) -> tuple[str, str]:
     """Split ``<path> params`` into the path (with brackets) and the rest.
 
-    A quoted local part may contain ``>``, so the end of the path is found by
-    scanning, not by searching.
+    A quoted local part may contain ``>``, and so may an address literal
+    (RFC 5321 4.1.3: dcontent is %d33-90 / %d94-126), so the end of the path
+    is found by scanning, not by searching.
     """
     if not argument.startswith("<"):
         raise AddressError(ADDRESS_SYNTAX, "the address must be in angle brackets")
-    in_quotes = False
+    in_quotes = in_literal = False
     i = 1
     n = len(argument)
     while i < n:
@@ -283,8 +286,13 @@ def split_path(argument: str) -> tuple[str, str]:
                 i += 1
             elif c == '"':
                 in_quotes = False
+        elif in_literal:
+            # dcontent excludes "[", "\" and "]": nothing nests or escapes.
+            in_literal = c != "]"
         elif c == '"':
             in_quotes = True
+        elif c == "[":
+            in_literal = True
         elif c == ">":
             return argument[: i + 1], argument[i + 1 :]
         elif c == "<":
