@@ -33,8 +33,9 @@ _ENHANCED_PREFIX = re.compile(rf"([245]\.{_NUM}\.{_NUM})(?: |$)")
 # RFC 5321 4.2:  textstring = 1*(%d09 / %d32-126) ; HT, SP, Printable US-ASCII
 # RFC 6531 3.7.4.2 allows UTF-8 in reply text.  What is never allowed is a
 # control character (CR and LF above all: they would end the line and let
-# the text forge a reply).
-_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# the text forge a reply).  Lone surrogates are not characters UTF-8 can
+# carry: such a value could be built but never sent.
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _to_lines(value: str | Iterable[str]) -> tuple[str, ...]:
