@@ -14,6 +14,7 @@ from smtp_message import (
     BodyChunk,
     DataReader,
     DotStuffer,
+    Ehlo,
     EndOfData,
     LineEndingNormalizer,
     LineTooLongError,
@@ -72,7 +73,9 @@ def test_command_line_too_long_reported_once_and_never_buffered() -> None:
     conn = ServerConnection(ServerSettings())
     conn.send(conn.greeting())
     conn.receive_data(HELLO)
-    conn.send(conn.default_reply(conn.next_event()))
+    ehlo = conn.next_event()
+    assert isinstance(ehlo, Ehlo)
+    conn.send(conn.default_reply(ehlo))
     assert conn.next_event() is NEED_DATA
     conn.receive_data(b"NOOP " + b"A" * 600)  # no CRLF yet
     with pytest.raises(LineTooLongError) as err:
@@ -246,7 +249,7 @@ def unstuffed(wire: bytes) -> tuple[bytes, bool, bytes]:
     Without an end, the body so far: the complete lines and the partial one.
     """
     lines = wire.split(b"\r\n")
-    out = []
+    out: list[bytes] = []
     for i, line in enumerate(lines[:-1]):
         if line == b".":
             return b"".join(out), True, b"\r\n".join(lines[i + 1 :])

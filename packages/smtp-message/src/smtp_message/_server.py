@@ -97,7 +97,7 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable
 
 __all__ = ["ServerConnection", "ServerSettings", "Transaction"]
 
@@ -146,8 +146,14 @@ def _check_mechanisms(
             raise ValueError(f"not a SASL mechanism name: {mechanism!r}")
 
 
-def _upper_keywords(value: Sequence[str]) -> frozenset[str]:
+def _upper_keywords(value: Iterable[str]) -> frozenset[str]:
     return frozenset(v.upper() for v in value)
+
+
+def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    # A typed converter: with converter=tuple, mypy's attrs plugin types the
+    # parameter as Iterable[_T_co] and refuses every argument.
+    return tuple(value)
 
 
 @attrs.frozen
@@ -193,7 +199,7 @@ class ServerSettings:
     starttls: bool = False
     #: SASL mechanisms offered by AUTH (RFC 4954), e.g. ``("PLAIN", "LOGIN")``.
     auth_mechanisms: tuple[str, ...] = attrs.field(
-        default=(), converter=tuple, validator=_check_mechanisms
+        default=(), converter=_to_tuple, validator=_check_mechanisms
     )
     #: Offer AUTH only once TLS is active (RFC 4954 4: plain-text mechanisms
     #: over a clear channel expose passwords).
@@ -424,9 +430,12 @@ class ServerConnection:
             return NEED_DATA
         if line is ReceiveBuffer.TOO_LONG:
             # Reported once, now; the rest of the line is dropped as it
-            # arrives, never buffered (RFC 5321 4.5.3.1.10).
+            # arrives, never buffered (RFC 5321 4.5.3.1.10).  In a SASL
+            # exchange the 500 5.5.6 fails the AUTH command (RFC 4954 4),
+            # so the exchange is over on both sides.
             self._mode = _Mode.SKIP_LINE
-            self._due_for(None, "line", error=True)
+            in_auth = self.state is ServerState.AUTH
+            self._due_for(None, AUTH_RESPONSE if in_auth else "line", error=True)
             raise LineTooLongError(LINE_TOO_LONG)
         assert isinstance(line, bytes)
         if self.state is ServerState.AUTH:
