@@ -45,6 +45,7 @@ from smtp_message import (
     ServerSettings,
     ServerState,
     parse_command,
+    replies,
 )
 from smtp_message._limits import MAIL_LINE_ALLOWANCE, MAX_AUTH_LINE, MAX_COMMAND_LINE
 
@@ -93,13 +94,26 @@ class Run:
     max_buffered: int = 0
 
     def merged(self) -> list[Any]:
-        """The events with consecutive BodyChunks joined (chunking varies them)."""
+        """The events as any chunking of the input gives them.
+
+        Consecutive BodyChunks are joined, and the data of a body refused
+        for its size or a bare line ending, or cut by the end of the
+        connection, is dropped: it is given out as it arrives until the
+        violation (or the end) shows, so how much came out depends on the
+        reads; that the body was refused or cut does not.
+        """
         out: list[Any] = []
         for event in self.events:
             if isinstance(event, BodyChunk) and out and isinstance(out[-1], BodyChunk):
                 out[-1] = BodyChunk(out[-1].data + event.data)
-            else:
-                out.append(event)
+                continue
+            unfinished = isinstance(event, ConnectionClosed) or (
+                isinstance(event, tuple)
+                and event[1] in (replies.BARE_LINE_ENDING, replies.MESSAGE_TOO_BIG)
+            )
+            if unfinished and out and isinstance(out[-1], BodyChunk):
+                out.pop()
+            out.append(event)
         return out
 
     def bodies(self) -> list[bytes]:
