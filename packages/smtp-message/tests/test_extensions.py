@@ -89,7 +89,10 @@ def test_server_settings_advertise_what_they_enforce() -> None:
     """The EHLO list follows the settings and the session (RFC 3207 4: no
     STARTTLS under TLS; RFC 4954 4: AUTH only where offered)."""
     settings = ServerSettings(
-        starttls=True, auth_mechanisms=("PLAIN",), requiretls=True, max_message_size=0
+        starttls=True,
+        auth_mechanisms=("PLAIN",),
+        requiretls=True,
+        max_message_size=None,
     )
     clear = settings.extensions(tls_active=False, authenticated=False)
     assert clear.starttls

@@ -826,8 +826,17 @@ def test_server_settings_validation() -> None:
         ServerSettings(hostname="bad name")
     with pytest.raises(ValueError, match="SASL"):
         ServerSettings(auth_mechanisms=["plain"])
-    with pytest.raises(ValueError, match="negative"):
-        ServerSettings(max_message_size=-1)
+    # RFC 1870 4: SIZE 0 means "no limit", so a 0-octet limit could not be
+    # advertised as enforced; None is "no limit".
+    for size in (-1, 0):
+        with pytest.raises(ValueError, match="at least 1"):
+            ServerSettings(max_message_size=size)
+    assert (
+        ServerSettings(max_message_size=1)
+        .extensions(tls_active=False, authenticated=False)
+        .size
+        == 1
+    )
     with pytest.raises(ValueError, match="EHLO keyword"):
         ServerSettings(extra_extensions=(("BAD KEY", ()),))
     settings = ServerSettings(extra_extensions=(("XCLIENT", ("NAME", "ADDR")),))

@@ -228,8 +228,10 @@ class ServerSettings:
         if self.binarymime and not self.chunking:
             # RFC 3030 3: BINARYMIME requires CHUNKING.
             raise ValueError("binarymime needs chunking")
-        if self.max_message_size is not None and self.max_message_size < 0:
-            raise ValueError("max_message_size must not be negative")
+        if self.max_message_size is not None and self.max_message_size < 1:
+            # RFC 1870 4: "SIZE 0" advertises no limit, so a limit of 0
+            # octets could not be advertised as it is enforced.
+            raise ValueError("max_message_size must be at least 1 (None: no limit)")
         Extensions(self.extra_extensions)  # validates them
 
     def extensions(self, *, tls_active: bool, authenticated: bool) -> Extensions:
