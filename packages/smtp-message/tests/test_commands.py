@@ -49,10 +49,10 @@ from smtp_message._params import parse_mail_params, parse_rcpt_params
 A = Mailbox("a", "b.example")
 
 
-def refused(line: bytes, **kwargs: bool) -> RemoteProtocolError:
+def refused(line: bytes, *, utf8: bool = False) -> RemoteProtocolError:
     """The error ``parse_command`` raises for ``line``."""
     with pytest.raises(RemoteProtocolError) as err:
-        parse_command(line, **kwargs)  # type: ignore[arg-type]
+        parse_command(line, utf8=utf8)
     assert err.value.reply is not None
     return err.value
 
@@ -586,7 +586,8 @@ def test_parse_command_raises_only_protocol_errors(line: bytes, utf8: bool) -> N
 
 
 def test_address_error_is_both_kinds() -> None:
-    """AddressError is a CommandSyntaxError (it carries a reply) and a ValueError."""
+    """RFC 5321 4.1.2 errors carry their 501 reply (a CommandSyntaxError)
+    and are ValueErrors for callers that parse addresses outside a session."""
     error = refused(b"RCPT TO:<a@@b>")
     assert isinstance(error, AddressError)
     assert isinstance(error, ValueError)

@@ -159,8 +159,9 @@ def test_command_line_bare_lf_and_cr_do_not_end_a_command() -> None:
 def test_command_reader_chunking_invariance(
     lines: list[bytes], data: st.DataObject
 ) -> None:
-    """Any split of the input gives the same events and replies, one byte at
-    a time included: commands, refusals, over-long lines, bodies."""
+    """RFC 5321 2.3.8 (lines end at CRLF, wherever the reads cut them): any
+    split of the input gives the same events and replies, one byte at a time
+    included: commands, refusals, over-long lines, bodies."""
     pieces = [HELLO]
     for line in lines:
         pieces.append(line.replace(b"\r\n", b"") + b"\r\n")

@@ -74,7 +74,8 @@ def test_reply_text_allows_tab_and_utf8() -> None:
 
 
 def test_reply_lines_must_be_strings() -> None:
-    """A bytes line is a caller's mistake, not text to print as b'...'."""
+    """RFC 5321 4.2 textstring is text: a bytes line is a caller's mistake,
+    not text to print as b'...'."""
     with pytest.raises(TypeError, match="str"):
         Reply(250, None, [b"x"])  # type: ignore[list-item]
 
@@ -277,7 +278,8 @@ def test_reply_parser_bare_lf_does_not_end_a_line() -> None:
 
 
 def test_reply_parser_cleans_bad_text() -> None:
-    """Malformed text from a server reaches logs only as inert characters."""
+    """RFC 5321 4.2 textstring is printable: malformed text from a server
+    reaches logs only as inert characters."""
     [reply] = parse_all([b"250 ok\x00\x1b[31m \xff\xfe done\r\n"])
     assert reply.code == 250
     assert "\x00" not in reply.text
@@ -309,7 +311,8 @@ def test_reply_round_trip(reply: Reply) -> None:
 def test_reply_parser_chunking_invariance(
     replies: list[Reply], data: st.DataObject
 ) -> None:
-    """Any split of the input, one byte at a time included, gives the same replies."""
+    """RFC 5321 4.2.1: a reply ends at its "code SP" line whatever the reads;
+    any split, one byte at a time included, gives the same replies."""
     wire = b"".join(r.to_bytes() for r in replies)
     cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=20))
     assert parse_all(split_at(wire, cuts)) == replies
@@ -341,8 +344,8 @@ def test_reply_parser_never_crashes_and_stays_bounded(chunks: list[bytes]) -> No
 
 
 def test_reply_syntax_error_is_the_packages_error() -> None:
-    """Callers catch SMTPError; a malformed reply is a RemoteProtocolError
-    without a reply to send (the server is the one at fault)."""
+    """RFC 5321 4.2: a malformed reply is the server's fault, so its error
+    has no reply to send; callers catch it as an SMTPError."""
     error = ReplySyntaxError("bad")
     assert isinstance(error, SMTPError)
     assert error.reply is None

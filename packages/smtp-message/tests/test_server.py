@@ -724,8 +724,9 @@ def test_server_quit_and_421() -> None:
 
 
 def test_server_end_of_file() -> None:
-    """The peer closing (b"") is ConnectionClosed, in command mode or mid-body
-    (the message is then not accepted); no data may follow it."""
+    """RFC 5321 3.8 (a connection may drop at any time): the peer closing
+    (b"") is ConnectionClosed, in command mode or mid-body (the message is
+    then not accepted); no data may follow it."""
     session = Session.start()
     session.conn.receive_data(b"NOO")
     assert session.conn.next_event() is NEED_DATA
@@ -745,7 +746,8 @@ def test_server_end_of_file() -> None:
 
 
 def test_server_default_replies() -> None:
-    """The replies of a server that accepts everything, per event."""
+    """RFC 5321 4.2.2/4.3.2: the replies of a server that accepts
+    everything, per event (DESIGN: a hook-less server is a working sink)."""
     conn = Session.start().conn
     assert conn.default_reply(Quit()) == replies.BYE
     assert conn.default_reply(Data()) == replies.START_MAIL_INPUT
