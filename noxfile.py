@@ -18,9 +18,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.error_on_external_run = True
 
 ROOT = Path(__file__).parent
-PACKAGES = sorted(
-    p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists()
-)
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
 
 
 def sync(session: nox.Session, *args: str) -> None:
@@ -78,9 +76,7 @@ def fuzz(session: nox.Session) -> None:
     sync(session, "--package", "smtp-message", "--group", "fuzz")
     seconds = session.posargs[0] if session.posargs else "60"
     for target in sorted((ROOT / "fuzz").glob("fuzz_*.py")):
-        session.run(
-            "python", str(target), f"-max_total_time={seconds}", "-rss_limit_mb=1024"
-        )
+        session.run("python", str(target), f"-max_total_time={seconds}", "-rss_limit_mb=1024")
 
 
 @nox.session
@@ -96,6 +92,4 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning is an error."""
     sync(session, "--all-packages", "--group", "docs")
     session.run("python", "docs/gen_state_diagrams.py")
-    session.run(
-        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"
-    )
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")

@@ -112,9 +112,7 @@ def run_data_reader(chunks: list[bytes]) -> tuple[float, bytes]:
     return elapsed, b"".join(out)
 
 
-ENVELOPE = (
-    b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
-)
+ENVELOPE = b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
 
 
 def run_server_connection(chunks: list[bytes]) -> tuple[float, bytes]:
@@ -222,9 +220,7 @@ def parse_ours() -> object:
 
 def make_aiosmtpd_parser() -> Callable[[], object]:
     """aiosmtpd's parsing of one MAIL line, step by step as it does it."""
-    protocol = aiosmtpd.smtp.SMTP(
-        _Sink(), hostname="bench.example", loop=asyncio.new_event_loop()
-    )
+    protocol = aiosmtpd.smtp.SMTP(_Sink(), hostname="bench.example", loop=asyncio.new_event_loop())
 
     def parse() -> object:
         # _handle_client: split the verb from its argument.
@@ -268,9 +264,7 @@ def rounds_of(
     return times
 
 
-def table(
-    title: str, unit: str, rows: list[tuple[str, list[float], float]], base: str
-) -> None:
+def table(title: str, unit: str, rows: list[tuple[str, list[float], float]], base: str) -> None:
     """Print rates (work / seconds) as medians, with ratios to ``base``."""
     base_times = next(times for name, times, _ in rows if name == base)
     print(f"\n{title}; ratio: to {base}, round by round")
@@ -294,14 +288,10 @@ def bench_data(rounds: int) -> None:
     aiosmtpd_name = f"aiosmtpd {aiosmtpd.__version__} SMTP protocol (asyncio, memory)"
     runners: dict[str, Callable[[], tuple[float, bytes]]] = {
         DATA_BASE: lambda: run_data_reader(chunks),
-        "smtp_message ServerConnection (session events)": (
-            lambda: run_server_connection(chunks)
-        ),
+        "smtp_message ServerConnection (session events)": (lambda: run_server_connection(chunks)),
         aiosmtpd_name: lambda: run_aiosmtpd(chunks),
         "bytes.replace per read (ceiling; not a reader)": lambda: run_replace(chunks),
-        "smtp_message DataReader, every line dot-stuffed": (
-            lambda: run_data_reader(dotted_chunks)
-        ),
+        "smtp_message DataReader, every line dot-stuffed": (lambda: run_data_reader(dotted_chunks)),
     }
     expected = {name: body for name in runners if "replace" not in name}
     expected["smtp_message DataReader, every line dot-stuffed"] = dotted

@@ -64,9 +64,7 @@ def reference(wire: bytes) -> tuple[bytes, bool, bytes, bool]:
 
 
 def _bare(pieces: list[bytes]) -> bool:
-    return any(
-        b"\r" in p[:-2] or b"\n" in p[:-2] for p in pieces if p.endswith(b"\r\n")
-    )
+    return any(b"\r" in p[:-2] or b"\n" in p[:-2] for p in pieces if p.endswith(b"\r\n"))
 
 
 def read(
@@ -123,16 +121,12 @@ def test_one_input(data: bytes) -> None:
 
     # The inverse: what a sender stuffs, a reader unstuffs to the same body.
     stuffer = DotStuffer()
-    sent = (
-        b"".join(stuffer.feed(c) for c in split(wire, 1 + data[1] % 7)) + stuffer.end()
-    )
+    sent = b"".join(stuffer.feed(c) for c in split(wire, 1 + data[1] % 7)) + stuffer.end()
     normalizer = LineEndingNormalizer()
     expected = normalizer.feed(wire) + normalizer.flush()
     if expected and not expected.endswith(b"\r\n"):
         expected += b"\r\n"
-    out, finished, leftover, reader = read(
-        split(sent, step), BareLineEndings.REJECT, None
-    )
+    out, finished, leftover, reader = read(split(sent, step), BareLineEndings.REJECT, None)
     assert finished
     assert leftover == b""
     assert reader.violation is None

@@ -68,9 +68,7 @@ def settings_from(flags: int) -> ServerSettings:
         starttls=bool(flags & 2),
         auth_mechanisms=("PLAIN", "LOGIN") if flags & 4 else (),
         auth_requires_tls=not flags & 8,
-        bare_line_endings=BareLineEndings.KEEP
-        if flags & 16
-        else BareLineEndings.REJECT,
+        bare_line_endings=BareLineEndings.KEEP if flags & 16 else BareLineEndings.REJECT,
         max_message_size=64 if flags & 32 else 1 << 20,
         max_recipients=100,
         extra_mail_parameters=("XFOO",) if flags & 64 else (),
@@ -161,11 +159,7 @@ def run(settings: ServerSettings, chunks: list[bytes]) -> tuple[list[Any], bytes
                 paused = True
                 conn.tls_established()
                 continue
-            if (
-                isinstance(event, BodyChunk)
-                and events
-                and isinstance(events[-1], BodyChunk)
-            ):
+            if isinstance(event, BodyChunk) and events and isinstance(events[-1], BodyChunk):
                 events[-1] = BodyChunk(events[-1].data + event.data)
             else:
                 events.append(event)

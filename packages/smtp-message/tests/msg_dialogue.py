@@ -201,9 +201,7 @@ class Pair:
     server: ServerConnection
 
     @classmethod
-    def start(
-        cls, settings: ServerSettings | None = None, *, lmtp: bool = False
-    ) -> Pair:
+    def start(cls, settings: ServerSettings | None = None, *, lmtp: bool = False) -> Pair:
         """Both sides past the greeting."""
         settings = settings or ServerSettings(hostname="mx.example", lmtp=lmtp)
         pair = cls(ClientConnection(lmtp=lmtp), ServerConnection(settings))
@@ -400,9 +398,7 @@ def replay(
         if isinstance(command, Bdat):
             chunk, chunk_data = command, bytearray()
             if command.size == 0:
-                client_sends(
-                    client.send_chunk(b"", last=command.last), text.encode() + CRLF
-                )
+                client_sends(client.send_chunk(b"", last=command.last), text.encode() + CRLF)
             else:
                 mode = "chunk"
             continue

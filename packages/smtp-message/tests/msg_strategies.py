@@ -46,9 +46,7 @@ PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 # surrogates (RFC 6531 3.3 UTF8-non-ascii, as smtp_message reads it).
 NON_ASCII = st.characters(min_codepoint=0xA0, codec="utf-8")
 
-LDH_LABEL = st.from_regex(
-    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,8}[A-Za-z0-9])?", fullmatch=True
-)
+LDH_LABEL = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,8}[A-Za-z0-9])?", fullmatch=True)
 # Valid IDNA2008 U-labels (RFC 5890 2.3.2.1); random Unicode is rarely one.
 U_LABELS = ("bücher", "пример", "例え", "δοκιμή", "müller", "日本語", "कॉम")
 
@@ -102,9 +100,7 @@ def local_parts(*, utf8: bool) -> st.SearchStrategy[str]:
     return st.one_of(
         ascii_parts,
         dot_strings(mixed),
-        st.text(
-            st.one_of(st.sampled_from(PRINTABLE), NON_ASCII), min_size=1, max_size=12
-        ),
+        st.text(st.one_of(st.sampled_from(PRINTABLE), NON_ASCII), min_size=1, max_size=12),
     ).filter(lambda s: len(s.encode()) <= 64)
 
 
@@ -121,9 +117,9 @@ def mailboxes(draw: st.DrawFn, *, utf8: bool = False) -> Mailbox:
 
 def postmaster() -> st.SearchStrategy[Mailbox]:
     """RFC 5321 4.1.1.3 <Postmaster> in any case."""
-    return st.sampled_from(
-        ["Postmaster", "postmaster", "POSTMASTER", "PostMaster"]
-    ).map(lambda name: Mailbox(name, None))
+    return st.sampled_from(["Postmaster", "postmaster", "POSTMASTER", "PostMaster"]).map(
+        lambda name: Mailbox(name, None)
+    )
 
 
 ESMTP_KEYWORD = st.from_regex(r"X[A-Z0-9][A-Z0-9-]{0,8}", fullmatch=True)
@@ -160,9 +156,9 @@ def mail_params(draw: st.DrawFn, *, smtputf8: bool | None = None) -> MailParams:
 
 NOTIFY_SETS = st.one_of(
     st.just(frozenset({Notify.NEVER})),
-    st.sets(
-        st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1
-    ).map(frozenset),
+    st.sets(st.sampled_from([Notify.SUCCESS, Notify.FAILURE, Notify.DELAY]), min_size=1).map(
+        frozenset
+    ),
 )
 
 
@@ -177,9 +173,7 @@ def rcpt_params(draw: st.DrawFn) -> RcptParams:
             st.text(PRINTABLE, max_size=20),
         )
     )
-    return RcptParams(
-        notify=draw(st.none() | NOTIFY_SETS), orcpt=orcpt, extra=draw(extras())
-    )
+    return RcptParams(notify=draw(st.none() | NOTIFY_SETS), orcpt=orcpt, extra=draw(extras()))
 
 
 # Printable ASCII words and phrases (HELO names, NOOP/HELP/VRFY/EXPN text).
@@ -229,9 +223,7 @@ def commands(draw: st.DrawFn) -> tuple[Command, bool]:
 
 ENHANCED_NUM = st.integers(0, 999).map(str)
 # RFC 3463 2 as the reply parser reads it: at the start of the first line.
-_LOOKS_ENHANCED = re.compile(
-    r"[245]\.(?:0|[1-9][0-9]{0,2})\.(?:0|[1-9][0-9]{0,2})(?: |$)"
-)
+_LOOKS_ENHANCED = re.compile(r"[245]\.(?:0|[1-9][0-9]{0,2})\.(?:0|[1-9][0-9]{0,2})(?: |$)")
 REPLY_TEXT = st.text(
     st.one_of(
         st.sampled_from(PRINTABLE + "\t"),

@@ -136,9 +136,7 @@ def test_path_address_literal(literal: str, valid: bool) -> None:
             Mailbox("a", literal)
 
 
-@pytest.mark.parametrize(
-    "name", ["Postmaster", "postmaster", "POSTMASTER", "pOsTmAsTeR"]
-)
+@pytest.mark.parametrize("name", ["Postmaster", "postmaster", "POSTMASTER", "pOsTmAsTeR"])
 def test_path_postmaster_without_domain(name: str) -> None:
     """RFC 5321 4.1.1.3: ``<Postmaster>`` is a recipient, case-insensitively."""
     mailbox = parse_path(f"<{name}>", postmaster_ok=True)
@@ -413,9 +411,7 @@ def test_path_parse_raises_only_address_error(
     """Hostile input is normal input: any text parses or raises AddressError."""
     for candidate in (text, f"<{text}>"):
         try:
-            result = parse_path(
-                candidate, utf8=utf8, null_ok=null_ok, postmaster_ok=postmaster_ok
-            )
+            result = parse_path(candidate, utf8=utf8, null_ok=null_ok, postmaster_ok=postmaster_ok)
         except AddressError as exc:
             refused = exc.reply
             assert refused is not None

@@ -484,9 +484,7 @@ def test_pair_starttls_on_both_sides() -> None:
     assert pair.client.extensions.starttls
     pair.to_server(pair.client.send(StartTls()) + b"MAIL FROM:<evil@x>\r\n")
     assert event(pair.server) == StartTls()
-    pair.to_client(
-        pair.server.send(pair.server.default_reply(StartTls())) + b"250 forged\r\n"
-    )
+    pair.to_client(pair.server.send(pair.server.default_reply(StartTls())) + b"250 forged\r\n")
     assert event(pair.client) == Response(StartTls(), replies.READY_TO_START_TLS)
     assert event(pair.server) is PAUSED
     assert event(pair.client) is PAUSED

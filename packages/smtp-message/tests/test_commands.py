@@ -114,9 +114,7 @@ def test_parse_command_every_verb(line: bytes, command: Command) -> None:
         (b"lhlo x.example", Lhlo("x.example")),
     ],
 )
-def test_parse_command_is_case_insensitive(
-    line: bytes, command: Command | None
-) -> None:
+def test_parse_command_is_case_insensitive(line: bytes, command: Command | None) -> None:
     """RFC 5321 2.4: verbs, "FROM:"/"TO:" and keywords ignore case."""
     parsed = parse_command(line)
     if command is not None:
@@ -190,9 +188,7 @@ def test_parse_command_path_too_long_replies() -> None:
     assert refused(f"MAIL FROM:<{local}@b.example>".encode()).reply == (
         replies.SENDER_PATH_TOO_LONG
     )
-    assert refused(f"RCPT TO:<{local}@b.example>".encode()).reply == (
-        replies.PATH_TOO_LONG
-    )
+    assert refused(f"RCPT TO:<{local}@b.example>".encode()).reply == (replies.PATH_TOO_LONG)
 
 
 @pytest.mark.parametrize(
@@ -235,22 +231,16 @@ def test_parse_command_control_and_8bit_octets(line: bytes) -> None:
 def test_parse_command_utf8_only_with_smtputf8() -> None:
     """RFC 6531 3.4: UTF-8 in MAIL needs its SMTPUTF8 parameter, and in RCPT
     a transaction opened with it."""
-    assert (
-        refused("MAIL FROM:<δ@b.example>".encode()).reply == replies.NON_ASCII_ADDRESS
-    )
+    assert refused("MAIL FROM:<δ@b.example>".encode()).reply == replies.NON_ASCII_ADDRESS
     mail = parse_command("MAIL FROM:<δ@b.example> SMTPUTF8".encode())
     assert mail == MailFrom(Mailbox("δ", "b.example"), MailParams(smtputf8=True))
     assert refused("RCPT TO:<δ@b.example>".encode()).reply == replies.NON_ASCII_ADDRESS
     rcpt = parse_command("RCPT TO:<δ@bücher.example>".encode(), utf8=True)
     assert rcpt == RcptTo(Mailbox("δ", "bücher.example"))
     # Invalid UTF-8 is never an address.
-    assert refused(b"MAIL FROM:<\xff@b.example> SMTPUTF8").reply == (
-        replies.EIGHT_BIT_COMMAND
-    )
+    assert refused(b"MAIL FROM:<\xff@b.example> SMTPUTF8").reply == (replies.EIGHT_BIT_COMMAND)
     # Parameter values may carry UTF-8 only under SMTPUTF8 too.
-    assert refused("MAIL FROM:<a@b.example> X=é".encode()).reply == (
-        replies.EIGHT_BIT_COMMAND
-    )
+    assert refused("MAIL FROM:<a@b.example> X=é".encode()).reply == (replies.EIGHT_BIT_COMMAND)
     assert parse_command("MAIL FROM:<a@b.example> X=é SMTPUTF8".encode()) == MailFrom(
         A, MailParams(smtputf8=True, extra=[("X", "é")])
     )
@@ -560,12 +550,10 @@ def test_rcpt_params_round_trip(params: RcptParams) -> None:
 @given(
     st.one_of(
         st.binary(max_size=100),
-        st.sampled_from(
-            [b"MAIL FROM:", b"RCPT TO:", b"AUTH ", b"BDAT ", b"EHLO "]
-        ).flatmap(lambda verb: st.binary(max_size=60).map(lambda rest: verb + rest)),
-        st.text(PRINTABLE, max_size=80).map(
-            lambda t: ("MAIL FROM:<a@b.c> " + t).encode()
+        st.sampled_from([b"MAIL FROM:", b"RCPT TO:", b"AUTH ", b"BDAT ", b"EHLO "]).flatmap(
+            lambda verb: st.binary(max_size=60).map(lambda rest: verb + rest)
         ),
+        st.text(PRINTABLE, max_size=80).map(lambda t: ("MAIL FROM:<a@b.c> " + t).encode()),
     ),
     st.booleans(),
 )

@@ -24,9 +24,7 @@ from smtp_message import (
 
 # A server configured as the RFC's server presents itself (its EHLO reply
 # text is the RFC's; these settings decide what it enforces).
-SMTP = ServerSettings(
-    hostname="foo.com", pipelining=False, chunking=False, binarymime=False
-)
+SMTP = ServerSettings(hostname="foo.com", pipelining=False, chunking=False, binarymime=False)
 
 RFC5321_D1 = """
       S: 220 foo.com Simple Mail Transfer Service Ready

@@ -90,9 +90,7 @@ def bodies(events: list[Any]) -> list[bytes]:
     return out
 
 
-async def with_server(
-    client: Any, settings: ServerSettings | None = None
-) -> tuple[list[Any], Any]:
+async def with_server(client: Any, settings: ServerSettings | None = None) -> tuple[list[Any], Any]:
     """Run ``client(port)`` in a thread against one ServerConnection session."""
     conn = ServerConnection(settings or ServerSettings(hostname="mx.example"))
     result: dict[str, Any] = {}
@@ -129,9 +127,7 @@ async def test_interop_smtplib_client_to_server_connection() -> None:
         with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example") as smtp:
             smtp.ehlo()
             features = dict(smtp.esmtp_features)
-            refused = smtp.sendmail(
-                "a@b.example", ["c@d.example", "e@f.example"], MESSAGE
-            )
+            refused = smtp.sendmail("a@b.example", ["c@d.example", "e@f.example"], MESSAGE)
             return {"features": features, "refused": refused}
 
     events, result = await with_server(client)
@@ -273,10 +269,7 @@ async def test_interop_client_connection_pipelined_to_smtp_sink() -> None:
                 ):
                     await stream.send(conn.send(command))
                 events += await client_session(stream, conn, [4])
-                body = (
-                    conn.send_body(b"Subject: sink\r\n\r\n.lead dot\r\n")
-                    + conn.end_body()
-                )
+                body = conn.send_body(b"Subject: sink\r\n\r\n.lead dot\r\n") + conn.end_body()
                 assert body == b"Subject: sink\r\n\r\n..lead dot\r\n.\r\n"
                 await stream.send(body + conn.send(Quit()))
                 events += await client_session(stream, conn, [2])
@@ -307,12 +300,8 @@ async def test_interop_client_connection_lmtp_to_smtp_sink() -> None:
                     [Lhlo("client.example"), 2, MailFrom(Mailbox("a", "b.example")),
                      *recipients, Data(), 6],
                 )  # fmt: skip
-                await stream.send(
-                    conn.send_body(b"Subject: lmtp\r\n\r\nhi\r\n") + conn.end_body()
-                )
+                await stream.send(conn.send_body(b"Subject: lmtp\r\n\r\nhi\r\n") + conn.end_body())
                 events += await client_session(stream, conn, [2, Quit(), 3])
     replies = [e for e in events if isinstance(e, DataResponse)]
-    assert [(r.recipient, r.reply.code) for r in replies] == [
-        (rcpt, 250) for rcpt in recipients
-    ]
+    assert [(r.recipient, r.reply.code) for r in replies] == [(rcpt, 250) for rcpt in recipients]
     assert conn.state.name == "CLOSED"

@@ -156,9 +156,7 @@ def test_command_line_bare_lf_and_cr_do_not_end_a_command() -> None:
 
 
 @given(st.lists(st.binary(max_size=700), max_size=12), st.data())
-def test_command_reader_chunking_invariance(
-    lines: list[bytes], data: st.DataObject
-) -> None:
+def test_command_reader_chunking_invariance(lines: list[bytes], data: st.DataObject) -> None:
     """RFC 5321 2.3.8 (lines end at CRLF, wherever the reads cut them): any
     split of the input gives the same events and replies, one byte at a time
     included: commands, refusals, over-long lines, bodies."""
@@ -208,9 +206,7 @@ def test_server_reader_never_crashes_and_stays_bounded(
     (drive asserts it)."""
     wire = b"".join(pieces)
     cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=10))
-    settings = ServerSettings(
-        auth_mechanisms=("PLAIN",), auth_requires_tls=False, starttls=True
-    )
+    settings = ServerSettings(auth_mechanisms=("PLAIN",), auth_requires_tls=False, starttls=True)
     conn, _ = drive(split_at(wire, cuts), settings, eof=True)
     assert conn.state.name == "CLOSED"
 
@@ -357,9 +353,7 @@ def test_data_reader_streams_and_never_accumulates() -> None:
 
 @given(
     st.lists(
-        st.sampled_from(
-            [b"\r\n", b".", b"..", b"\r", b"\n", b"a", b"\r\n.\r\n", b"\x00"]
-        )
+        st.sampled_from([b"\r\n", b".", b"..", b"\r", b"\n", b"a", b"\r\n.\r\n", b"\x00"])
         | st.binary(max_size=8),
         max_size=40,
     ),
@@ -397,9 +391,7 @@ def test_data_reader_matches_reference_under_any_chunking(
 
 
 @given(st.binary(max_size=300), st.data())
-def test_data_reader_arbitrary_bytes_never_crash(
-    wire: bytes, data: st.DataObject
-) -> None:
+def test_data_reader_arbitrary_bytes_never_crash(wire: bytes, data: st.DataObject) -> None:
     """Hostile input: any octets read without exception, the buffer bounded."""
     cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=10))
     for policy in BareLineEndings:
@@ -505,9 +497,7 @@ BODY_PARTS = st.sampled_from([b"\r\n", b".", b"..", b"a", b"\r\n.", b"\r\n.\r\n"
 
 
 @given(st.lists(BODY_PARTS | st.binary(max_size=6), max_size=40), st.data())
-def test_dot_stuffing_then_unstuffing_is_identity(
-    parts: list[bytes], data: st.DataObject
-) -> None:
+def test_dot_stuffing_then_unstuffing_is_identity(parts: list[bytes], data: st.DataObject) -> None:
     """RFC 5321 4.5.2: the receiver's unstuffing inverts the sender's
     stuffing, for any body and any chunking on either side; a body with
     bare CR or LF arrives normalised, and is never cut short."""

@@ -308,9 +308,7 @@ def test_reply_round_trip(reply: Reply) -> None:
 
 
 @given(st.lists(reply_values(), min_size=1, max_size=5), st.data())
-def test_reply_parser_chunking_invariance(
-    replies: list[Reply], data: st.DataObject
-) -> None:
+def test_reply_parser_chunking_invariance(replies: list[Reply], data: st.DataObject) -> None:
     """RFC 5321 4.2.1: a reply ends at its "code SP" line whatever the reads;
     any split, one byte at a time included, gives the same replies."""
     wire = b"".join(r.to_bytes() for r in replies)
@@ -323,9 +321,7 @@ def test_reply_parser_chunking_invariance(
     st.lists(
         st.one_of(
             st.binary(max_size=40),
-            st.sampled_from(
-                [b"\r\n", b"250-", b"250 ", b"2.0.0 ", b"\r", b"\n", b"550"]
-            ),
+            st.sampled_from([b"\r\n", b"250-", b"250 ", b"2.0.0 ", b"\r", b"\n", b"550"]),
         ),
         max_size=30,
     )

@@ -233,9 +233,7 @@ def test_server_adds_generic_enhanced_codes() -> None:
 def test_server_bad_sequences(setup: str, line: str, reply: Reply) -> None:
     """RFC 5321 4.1.4: "503 Bad sequence of commands" (3.3: "554 no valid
     recipients" for DATA when every RCPT failed); the state does not move."""
-    session = Session.start(
-        greeted=setup != "", starttls=True, auth_mechanisms=["PLAIN"]
-    )
+    session = Session.start(greeted=setup != "", starttls=True, auth_mechanisms=["PLAIN"])
     if setup == "mail":
         session.ok("MAIL FROM:<a@b.example>")
         session.refused("RCPT TO:<no@d.example> X=1")  # refused: 555
@@ -251,9 +249,7 @@ def test_server_rcpt_refused_by_driver_leaves_transaction_empty() -> None:
     then gets 554 while no recipient was accepted."""
     session = Session.start()
     session.ok("MAIL FROM:<a@b.example>")
-    event, wire = session.line(
-        "RCPT TO:<x@d.example>", Reply(550, "5.1.1", "No such user")
-    )
+    event, wire = session.line("RCPT TO:<x@d.example>", Reply(550, "5.1.1", "No such user"))
     assert isinstance(event, RcptTo)
     assert wire == b"550 5.1.1 No such user\r\n"
     assert session.conn.transaction is not None
@@ -403,9 +399,7 @@ def test_server_auth_challenge_exchange() -> None:
     session = auth_session()
     assert session.ok("AUTH LOGIN", Reply(334, None, "VXNlcm5hbWU6")) == Auth("LOGIN")
     assert state_of(session.conn) is ServerState.AUTH
-    assert session.ok("dXNlcg==", Reply(334, None, "UGFzc3dvcmQ6")) == AuthResponse(
-        b"user"
-    )
+    assert session.ok("dXNlcg==", Reply(334, None, "UGFzc3dvcmQ6")) == AuthResponse(b"user")
     event, wire = session.line("cGFzcw==", replies.AUTH_FAILED)
     assert event == AuthResponse(b"pass")
     assert wire == b"535 5.7.8 Authentication credentials invalid\r\n"
@@ -424,9 +418,7 @@ def test_server_auth_challenge_exchange() -> None:
         (b"A" * 13000, replies.LINE_TOO_LONG),  # RFC 4954 4: 500 5.5.6
     ],
 )
-def test_server_auth_exchange_failures_end_the_exchange(
-    response: bytes, reply: Reply
-) -> None:
+def test_server_auth_exchange_failures_end_the_exchange(response: bytes, reply: Reply) -> None:
     """RFC 4954 4: a cancelled, undecodable or over-long response fails the
     AUTH command; the next line is a command again, not a response."""
     session = auth_session()
@@ -476,12 +468,8 @@ def test_server_max_recipients() -> None:
     envelope keeps the recipients accepted, and the mail goes on."""
     session = Session.start(max_recipients=100)
     transaction(session, rcpts=100)
-    assert (
-        session.refused("RCPT TO:<one-more@d.example>") == replies.TOO_MANY_RECIPIENTS
-    )
-    assert (
-        replies.TOO_MANY_RECIPIENTS.to_bytes() == b"452 4.5.3 Too many recipients\r\n"
-    )
+    assert session.refused("RCPT TO:<one-more@d.example>") == replies.TOO_MANY_RECIPIENTS
+    assert replies.TOO_MANY_RECIPIENTS.to_bytes() == b"452 4.5.3 Too many recipients\r\n"
     assert session.conn.transaction is not None
     assert len(session.conn.transaction.recipients) == 100
     session.ok("DATA")
@@ -494,9 +482,7 @@ def test_server_size_limit() -> None:
     552 5.3.4 at MAIL (6.1), a larger body 552 5.3.4 after it is read."""
     session = Session.start(max_message_size=100)
     assert b"250-SIZE 100\r\n" in session.conn.ehlo_reply().to_bytes()
-    assert (
-        session.refused("MAIL FROM:<a@b.example> SIZE=101") == replies.MESSAGE_TOO_BIG
-    )
+    assert session.refused("MAIL FROM:<a@b.example> SIZE=101") == replies.MESSAGE_TOO_BIG
     session.ok("MAIL FROM:<a@b.example> SIZE=100")
     session.ok("RCPT TO:<c@d.example>")
     session.ok("DATA")
@@ -584,9 +570,7 @@ def test_server_binarymime_needs_bdat() -> None:
         ({}, "MAIL FROM:<a@b.example> REQUIRETLS", False),  # RFC 8689
     ],
 )
-def test_server_mail_parameter_support(
-    settings: dict[str, Any], line: str, accepted: bool
-) -> None:
+def test_server_mail_parameter_support(settings: dict[str, Any], line: str, accepted: bool) -> None:
     """RFC 5321 4.1.1.11: parameters of extensions not offered get "555
     MAIL FROM/RCPT TO parameters not recognized or not implemented"."""
     session = Session.start(**settings)
@@ -602,10 +586,7 @@ def test_server_rcpt_parameter_support() -> None:
     session = Session.start()
     transaction(session)
     session.ok("RCPT TO:<x@d.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@d.example")
-    assert (
-        session.refused("RCPT TO:<y@d.example> XBAR")
-        == replies.PARAMETER_NOT_RECOGNIZED
-    )
+    assert session.refused("RCPT TO:<y@d.example> XBAR") == replies.PARAMETER_NOT_RECOGNIZED
     no_dsn = Session.start(dsn=False)
     transaction(no_dsn)
     assert no_dsn.refused("RCPT TO:<x@d.example> NOTIFY=NEVER") == (
@@ -623,10 +604,7 @@ def test_server_parameters_need_ehlo() -> None:
     session = Session.start(greeted=False)
     session.ok("HELO client.example")
     assert session.conn.extensions.entries == ()
-    assert (
-        session.refused("MAIL FROM:<a@b.example> SIZE=1")
-        == replies.PARAMETER_NOT_RECOGNIZED
-    )
+    assert session.refused("MAIL FROM:<a@b.example> SIZE=1") == replies.PARAMETER_NOT_RECOGNIZED
     session.ok("MAIL FROM:<a@b.example>")
     assert session.refused("RCPT TO:<c@d.example> NOTIFY=NEVER") == (
         replies.PARAMETER_NOT_RECOGNIZED
@@ -638,10 +616,7 @@ def test_server_requiretls() -> None:
     needs TLS (530 5.7.10)."""
     clear = Session.start(requiretls=True)
     assert b"REQUIRETLS" not in clear.conn.ehlo_reply().to_bytes()
-    assert (
-        clear.refused("MAIL FROM:<a@b.example> REQUIRETLS")
-        == replies.REQUIRETLS_NEEDS_TLS
-    )
+    assert clear.refused("MAIL FROM:<a@b.example> REQUIRETLS") == replies.REQUIRETLS_NEEDS_TLS
     conn = ServerConnection(ServerSettings(requiretls=True), tls_active=True)
     conn.send(conn.greeting())
     secure = Session(conn)
@@ -827,25 +802,22 @@ def test_server_settings_validation() -> None:
     with pytest.raises(ValueError, match="host name"):
         ServerSettings(hostname="bad name")
     with pytest.raises(ValueError, match="SASL"):
-        ServerSettings(auth_mechanisms=["plain"])
+        ServerSettings(auth_mechanisms=["PL@IN"])
+    # sasl-mech is upper case; the names are read case-insensitively.
+    assert ServerSettings(auth_mechanisms=["plain"]).auth_mechanisms == ("PLAIN",)
     # RFC 1870 4: SIZE 0 means "no limit", so a 0-octet limit could not be
     # advertised as enforced; None is "no limit".
     for size in (-1, 0):
         with pytest.raises(ValueError, match="at least 1"):
             ServerSettings(max_message_size=size)
     assert (
-        ServerSettings(max_message_size=1)
-        .extensions(tls_active=False, authenticated=False)
-        .size
+        ServerSettings(max_message_size=1).extensions(tls_active=False, authenticated=False).size
         == 1
     )
     with pytest.raises(ValueError, match="EHLO keyword"):
         ServerSettings(extra_extensions=(("BAD KEY", ()),))
     settings = ServerSettings(extra_extensions=(("XCLIENT", ("NAME", "ADDR")),))
-    assert (
-        "XCLIENT NAME ADDR"
-        in settings.extensions(tls_active=False, authenticated=False).lines()
-    )
+    assert "XCLIENT NAME ADDR" in settings.extensions(tls_active=False, authenticated=False).lines()
 
 
 def test_server_drive_with_default_answers_is_a_working_sink() -> None:
@@ -860,6 +832,4 @@ def test_server_drive_with_default_answers_is_a_working_sink() -> None:
     assert run.bodies() == [b"one\r\n", b"two"]
     assert state_of(conn) is ServerState.CLOSED
     assert run.output.endswith(b"250 2.0.0 Message accepted\r\n221 2.0.0 Bye\r\n")
-    assert [type(e) for e in run.events if isinstance(e, Ehlo | ParameterError)] == [
-        Ehlo
-    ]
+    assert [type(e) for e in run.events if isinstance(e, Ehlo | ParameterError)] == [Ehlo]

@@ -37,10 +37,7 @@ FORGED = (
     b"From: ceo@bank.example\r\n\r\nPay now.\r\n"
 )
 ENVELOPE = (
-    b"EHLO attacker.example\r\n"
-    b"MAIL FROM:<a@attacker.example>\r\n"
-    b"RCPT TO:<c@d.example>\r\n"
-    b"DATA\r\n"
+    b"EHLO attacker.example\r\nMAIL FROM:<a@attacker.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
 )
 
 
@@ -62,9 +59,7 @@ def chunkings(data: bytes) -> list[list[bytes]]:
 
 @pytest.mark.parametrize("policy", list(BareLineEndings))
 @pytest.mark.parametrize("vector", VECTORS, ids=repr)
-def test_smuggling_vectors_never_end_data_reader(
-    vector: bytes, policy: BareLineEndings
-) -> None:
+def test_smuggling_vectors_never_end_data_reader(vector: bytes, policy: BareLineEndings) -> None:
     """SEC Consult 2023 / CVE-2024-27305: the DataReader ends only at the real
     CRLF . CRLF, after the forged transaction, under every policy."""
     wire = smuggling_body(vector) + b"NOOP\r\n"
@@ -110,9 +105,7 @@ def test_smuggling_vectors_through_server_connection(
         assert mails == [MailFrom(mails[0].reverse_path)]
         assert str(mails[0].reverse_path) == "a@attacker.example"
         assert not [
-            e
-            for e in run.events
-            if isinstance(e, RcptTo) and e.forward_path.local_part == "victim"
+            e for e in run.events if isinstance(e, RcptTo) and e.forward_path.local_part == "victim"
         ]
         # The session is in step after the message: NOOP is the next command.
         assert run.events[-1] == Noop()

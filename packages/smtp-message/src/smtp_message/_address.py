@@ -28,9 +28,7 @@ _NON_ASCII = r"\u00a0-\ud7ff\ue000-\U0010ffff"
 #   Atom       = 1*atext
 _DOT_STRING = {
     False: re.compile(rf"[{_ATEXT_ASCII}]+(?:\.[{_ATEXT_ASCII}]+)*"),
-    True: re.compile(
-        rf"[{_ATEXT_ASCII}{_NON_ASCII}]+(?:\.[{_ATEXT_ASCII}{_NON_ASCII}]+)*"
-    ),
+    True: re.compile(rf"[{_ATEXT_ASCII}{_NON_ASCII}]+(?:\.[{_ATEXT_ASCII}{_NON_ASCII}]+)*"),
 }
 # RFC 5321 4.1.2:
 #   Quoted-string   = DQUOTE *QcontentSMTP DQUOTE
@@ -40,9 +38,7 @@ _DOT_STRING = {
 # RFC 6531 3.3:  qtextSMTP =/ UTF8-non-ascii
 _QUOTED = {
     False: re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*)"'),
-    True: re.compile(
-        rf'"((?:[\x20\x21\x23-\x5b\x5d-\x7e{_NON_ASCII}]|\\[\x20-\x7e])*)"'
-    ),
+    True: re.compile(rf'"((?:[\x20\x21\x23-\x5b\x5d-\x7e{_NON_ASCII}]|\\[\x20-\x7e])*)"'),
 }
 # What a local part may contain at all, once unquoted.
 _LOCAL_CHARS = {
@@ -230,9 +226,7 @@ class Mailbox:
         return f"<{self}>"
 
 
-def _parse_mailbox(
-    text: str, *, utf8: bool, policy: AddressPolicy, postmaster: bool
-) -> Mailbox:
+def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: bool) -> Mailbox:
     if not utf8 and not _is_ascii(text):
         raise AddressError(ADDRESS_SYNTAX, f"non-ASCII address: {text!r}")
     if postmaster and text.lower() == "postmaster":

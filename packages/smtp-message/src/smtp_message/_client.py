@@ -163,15 +163,11 @@ class ClientConnection:
         expecting = self._pending[0][0] if self._pending else None
         if self.state is ClientState.GREETING:
             expecting = GREETING
-        self._parser.enhanced = (
-            self.extensions.enhancedstatuscodes
-            and expecting
-            not in (
-                GREETING,
-                "HELO",
-                "EHLO",
-                "LHLO",
-            )
+        self._parser.enhanced = self.extensions.enhancedstatuscodes and expecting not in (
+            GREETING,
+            "HELO",
+            "EHLO",
+            "LHLO",
         )
         reply = self._parser.next_reply()
         if reply is None:
@@ -214,9 +210,7 @@ class ClientConnection:
         self._pending.clear()
         self._end_transaction()
 
-    def _on_reply(
-        self, trigger: str, command: Command | AuthResponse, reply: Reply
-    ) -> None:
+    def _on_reply(self, trigger: str, command: Command | AuthResponse, reply: Reply) -> None:
         self.state = client_next(self.state, trigger, reply.code)
         if reply.is_positive or reply.is_intermediate:
             if isinstance(command, Ehlo | Lhlo):
@@ -276,13 +270,9 @@ class ClientConnection:
             raise LocalProtocolError("wait for the server's greeting")
         body_open = self.state is ClientState.DATA and self._stuffer is not None
         if self.state in (ClientState.CLOSED, ClientState.STARTTLS) or body_open:
-            raise LocalProtocolError(
-                f"cannot send {trigger} in state {self.state.name}"
-            )
+            raise LocalProtocolError(f"cannot send {trigger} in state {self.state.name}")
         if not client_is_legal(state, trigger):
-            raise LocalProtocolError(
-                f"{trigger} is out of sequence in state {state.name}"
-            )
+            raise LocalProtocolError(f"{trigger} is out of sequence in state {state.name}")
         if self._pending:
             front_ok = all(t in _PIPELINABLE for t, _ in self._pending)
             if not (self.extensions.pipelining or self.lmtp) or not front_ok:
@@ -301,9 +291,7 @@ class ClientConnection:
 
     def _check_extensions(self, command: Command | AuthResponse) -> None:
         ext = self.extensions
-        if isinstance(command, Lhlo) != self.lmtp and isinstance(
-            command, Helo | Ehlo | Lhlo
-        ):
+        if isinstance(command, Lhlo) != self.lmtp and isinstance(command, Helo | Ehlo | Lhlo):
             raise LocalProtocolError("LMTP uses LHLO; SMTP uses EHLO or HELO")
         if isinstance(command, MailFrom):
             p = command.params
@@ -344,9 +332,7 @@ class ClientConnection:
             if self.tls_active or not ext.starttls:
                 raise LocalProtocolError("STARTTLS is not available")
         elif isinstance(command, Auth) and command.mechanism not in ext.auth:
-            raise LocalProtocolError(
-                f"the server does not offer AUTH {command.mechanism}"
-            )
+            raise LocalProtocolError(f"the server does not offer AUTH {command.mechanism}")
         elif isinstance(command, Data):
             mail = self._sent_mail
             if mail is not None and mail.params.body is BodyType.BINARY_MIME:

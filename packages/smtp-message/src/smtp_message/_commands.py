@@ -59,9 +59,7 @@ _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _BDAT_SIZE = re.compile(r"[0-9]{1,20}")
 
 
-def _check_argument(
-    _instance: object, attribute: attrs.Attribute[str], value: str
-) -> None:
+def _check_argument(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not _ARGUMENT.fullmatch(value):
         raise ValueError(f"{attribute.name} must be printable ASCII: {value!r}")
 
@@ -93,9 +91,7 @@ class Helo(Command):
     """``HELO domain`` (RFC 5321 4.1.1.1)."""
 
     verb: ClassVar[str] = "HELO"
-    domain: str = attrs.field(
-        validator=[attrs.validators.instance_of(str), _check_name]
-    )
+    domain: str = attrs.field(validator=[attrs.validators.instance_of(str), _check_name])
 
     def _arguments(self) -> str:
         return self.domain
@@ -106,9 +102,7 @@ class Ehlo(Command):
     """``EHLO domain`` (RFC 5321 4.1.1.1): asks for the service extensions."""
 
     verb: ClassVar[str] = "EHLO"
-    domain: str = attrs.field(
-        validator=[attrs.validators.instance_of(str), _check_name]
-    )
+    domain: str = attrs.field(validator=[attrs.validators.instance_of(str), _check_name])
 
     def _arguments(self) -> str:
         return self.domain
@@ -119,9 +113,7 @@ class Lhlo(Command):
     """``LHLO domain`` (RFC 2033 4.1): LMTP's EHLO."""
 
     verb: ClassVar[str] = "LHLO"
-    domain: str = attrs.field(
-        validator=[attrs.validators.instance_of(str), _check_name]
-    )
+    domain: str = attrs.field(validator=[attrs.validators.instance_of(str), _check_name])
 
     def _arguments(self) -> str:
         return self.domain
@@ -176,9 +168,7 @@ class Bdat(Command):
     """``BDAT size [LAST]`` (RFC 3030 2): ``size`` octets of message follow."""
 
     verb: ClassVar[str] = "BDAT"
-    size: int = attrs.field(
-        validator=[attrs.validators.instance_of(int), _check_bdat_size]
-    )
+    size: int = attrs.field(validator=[attrs.validators.instance_of(int), _check_bdat_size])
     last: bool = False
 
     def _arguments(self) -> str:
@@ -217,9 +207,7 @@ class Vrfy(Command):
     """``VRFY string`` (RFC 5321 4.1.1.6)."""
 
     verb: ClassVar[str] = "VRFY"
-    text: str = attrs.field(
-        validator=[attrs.validators.instance_of(str), _check_argument]
-    )
+    text: str = attrs.field(validator=[attrs.validators.instance_of(str), _check_argument])
 
     def _arguments(self) -> str:
         return self.text
@@ -230,9 +218,7 @@ class Expn(Command):
     """``EXPN string`` (RFC 5321 4.1.1.7)."""
 
     verb: ClassVar[str] = "EXPN"
-    text: str = attrs.field(
-        validator=[attrs.validators.instance_of(str), _check_argument]
-    )
+    text: str = attrs.field(validator=[attrs.validators.instance_of(str), _check_argument])
 
     def _arguments(self) -> str:
         return self.text
@@ -406,9 +392,7 @@ def _decode_base64(text: str) -> bytes:
         raise CommandSyntaxError(AUTH_BAD_BASE64) from None
 
 
-def _parse_text(
-    cls: type[Noop | Help | Vrfy | Expn], args: str, required: bool
-) -> Command:
+def _parse_text(cls: type[Noop | Help | Vrfy | Expn], args: str, required: bool) -> Command:
     args = args.strip(" \t")
     if required and not args:
         raise CommandSyntaxError(ARGUMENT_SYNTAX, f"Syntax: {cls.verb} string")

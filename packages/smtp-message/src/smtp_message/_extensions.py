@@ -79,9 +79,7 @@ class Extensions:
         return cls(entries.items())
 
     def __contains__(self, keyword: object) -> bool:
-        return isinstance(keyword, str) and any(
-            k == keyword.upper() for k, _ in self.entries
-        )
+        return isinstance(keyword, str) and any(k == keyword.upper() for k, _ in self.entries)
 
     def params(self, keyword: str) -> tuple[str, ...] | None:
         """The parameters of ``keyword``, or ``None`` if it is not listed."""

@@ -203,9 +203,7 @@ class MailParams:
         if self.envid is not None:
             out.append(f"ENVID={xtext_encode(self.envid)}")
         if self.auth is not None:
-            out.append(
-                f"AUTH={self.auth if self.auth == '<>' else xtext_encode(self.auth)}"
-            )
+            out.append(f"AUTH={self.auth if self.auth == '<>' else xtext_encode(self.auth)}")
         if self.requiretls:
             out.append("REQUIRETLS")
         out.extend(k if v is None else f"{k}={v}" for k, v in self.extra)
@@ -223,20 +221,14 @@ class MailParams:
             "AUTH": self.auth is not None,
             "REQUIRETLS": self.requiretls,
         }
-        return frozenset(
-            [k for k, v in present.items() if v] + [k for k, _ in self.extra]
-        )
+        return frozenset([k for k, v in present.items() if v] + [k for k, _ in self.extra])
 
 
-_MAIL_KEYWORDS = frozenset(
-    {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS"}
-)
+_MAIL_KEYWORDS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS"})
 _RCPT_KEYWORDS = frozenset({"NOTIFY", "ORCPT"})
 
 
-def _check_notify(
-    _instance: object, _attribute: object, value: frozenset[Notify] | None
-) -> None:
+def _check_notify(_instance: object, _attribute: object, value: frozenset[Notify] | None) -> None:
     # RFC 3461 4.1: NEVER, or any combination of SUCCESS, FAILURE and DELAY.
     if value is not None and (not value or (Notify.NEVER in value and len(value) > 1)):
         raise ValueError(f"NOTIFY=NEVER cannot be combined: {value}")
@@ -379,15 +371,11 @@ def parse_rcpt_params(text: str, *, utf8: bool = True) -> RcptParams:
     for keyword, value in split_params(text, utf8=utf8):
         if keyword == "NOTIFY":
             try:
-                items = [
-                    Notify(v.upper()) for v in _need_value(keyword, value).split(",")
-                ]
+                items = [Notify(v.upper()) for v in _need_value(keyword, value).split(",")]
             except ValueError:
                 raise ParameterError(ARGUMENT_SYNTAX, "bad value for NOTIFY") from None
             notify = frozenset(items)
-            if len(notify) != len(items) or (
-                Notify.NEVER in notify and len(notify) > 1
-            ):
+            if len(notify) != len(items) or (Notify.NEVER in notify and len(notify) > 1):
                 raise ParameterError(ARGUMENT_SYNTAX, "bad value for NOTIFY")
         elif keyword == "ORCPT":
             # RFC 3461 4.2:  orcpt-parameter = "ORCPT=" original-recipient-address

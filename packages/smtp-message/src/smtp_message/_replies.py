@@ -46,9 +46,7 @@ COMMAND_UNRECOGNIZED = Reply(500, "5.5.1", "Command unrecognized")
 LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
 #: RFC 3463 X.5.2 "Syntax error".
 SYNTAX_ERROR = Reply(501, "5.5.2", "Syntax error")
-EIGHT_BIT_COMMAND = Reply(
-    500, "5.5.2", "8-bit or NUL characters not allowed in commands"
-)
+EIGHT_BIT_COMMAND = Reply(500, "5.5.2", "8-bit or NUL characters not allowed in commands")
 #: RFC 3463 X.5.4 "Invalid command arguments".
 ARGUMENT_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 NO_ARGUMENTS_ALLOWED = Reply(501, "5.5.4", "Syntax error, no parameters allowed")
@@ -57,9 +55,7 @@ BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
 #: RFC 5321 4.1.1.11 / 4.2.3: "555 MAIL FROM/RCPT TO parameters not
 #: recognized or not implemented".
-PARAMETER_NOT_RECOGNIZED = Reply(
-    555, "5.5.4", "Parameter not recognized or not implemented"
-)
+PARAMETER_NOT_RECOGNIZED = Reply(555, "5.5.4", "Parameter not recognized or not implemented")
 #: RFC 3463 X.1.3 "Bad destination mailbox address syntax".
 ADDRESS_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 #: RFC 3463 X.1.7 "Bad sender's mailbox address syntax".

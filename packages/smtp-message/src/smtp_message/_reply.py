@@ -76,9 +76,7 @@ class Reply:
             raise ValueError(f"not an enhanced status code: {value!r}")
         # RFC 3463 2: the class of the enhanced code matches the reply's.
         if str(self.code)[0] != value[0]:
-            raise ValueError(
-                f"enhanced status {value} does not match reply code {self.code}"
-            )
+            raise ValueError(f"enhanced status {value} does not match reply code {self.code}")
 
     @lines.validator
     def _check_lines(self, _attribute: object, value: tuple[str, ...]) -> None:
@@ -134,7 +132,8 @@ class Reply:
         for i, line in enumerate(lines):
             sep = " " if i == last else "-"
             body = (lead + line).rstrip(" ") if not line else lead + line
-            if body or sep == "-":
+            if body or sep == "-" or self.code == 334:
+                # RFC 4954 4: continue-req = "334" SP [base64] CRLF
                 out.append(f"{code}{sep}{body}\r\n")
             else:
                 out.append(f"{code}\r\n")
@@ -205,8 +204,7 @@ class ReplyParser:
             code = int(match[1])
             if self._pending and self._pending[0][0] != code:
                 raise ReplySyntaxError(
-                    "multi-line reply changes code from "
-                    f"{self._pending[0][0]} to {code}"
+                    f"multi-line reply changes code from {self._pending[0][0]} to {code}"
                 )
             self._pending.append((code, match[3] or b""))
             if len(self._pending) > self.max_lines:

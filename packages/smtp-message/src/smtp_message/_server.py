@@ -101,15 +101,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerConnection", "ServerSettings", "Transaction"]
 
-ServerEvent = (
-    Command | AuthResponse | BodyChunk | EndOfChunk | EndOfData | ConnectionClosed
-)
+ServerEvent = Command | AuthResponse | BodyChunk | EndOfChunk | EndOfData | ConnectionClosed
 
 # RFC 5321 4.1.2:  Domain = sub-domain *("." sub-domain), or an address
 # literal: what the server calls itself in its greeting and EHLO reply.
-_HOSTNAME = re.compile(
-    r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[\x21-\x5a\x5e-\x7e]+\]"
-)
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[\x21-\x5a\x5e-\x7e]+\]")
 _MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}")
 
 
@@ -118,9 +114,7 @@ def _check_hostname(_instance: object, _attribute: object, value: str) -> None:
         raise ValueError(f"not a host name: {value!r}")
 
 
-def _check_positive(
-    _instance: object, attribute: attrs.Attribute[int], value: int
-) -> None:
+def _check_positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 1:
         raise ValueError(f"{attribute.name} must be at least 1")
 
@@ -133,27 +127,21 @@ def _check_line_length(_instance: object, _attribute: object, value: int) -> Non
 
 def _check_recipients(_instance: object, _attribute: object, value: int) -> None:
     if value < MIN_RECIPIENTS:
-        raise ValueError(
-            f"max_recipients must be at least {MIN_RECIPIENTS} (RFC 5321 4.5.3.1.8)"
-        )
+        raise ValueError(f"max_recipients must be at least {MIN_RECIPIENTS} (RFC 5321 4.5.3.1.8)")
 
 
-def _check_mechanisms(
-    _instance: object, _attribute: object, value: tuple[str, ...]
-) -> None:
+def _check_mechanisms(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
     for mechanism in value:
         if not _MECHANISM.fullmatch(mechanism):
             raise ValueError(f"not a SASL mechanism name: {mechanism!r}")
 
 
+def _to_mechanisms(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(m.upper() for m in value)
+
+
 def _upper_keywords(value: Iterable[str]) -> frozenset[str]:
     return frozenset(v.upper() for v in value)
-
-
-def _to_tuple(value: Iterable[str]) -> tuple[str, ...]:
-    # A typed converter: with converter=tuple, mypy's attrs plugin types the
-    # parameter as Iterable[_T_co] and refuses every argument.
-    return tuple(value)
 
 
 @attrs.frozen
@@ -175,9 +163,7 @@ class ServerSettings:
     max_recipients: int = attrs.field(default=1000, validator=_check_recipients)
     #: Longest command line, CRLF included (RFC 5321 4.5.3.1.4: 512); MAIL,
     #: RCPT and AUTH lines get the extra room their extensions define.
-    max_line_length: int = attrs.field(
-        default=MAX_COMMAND_LINE, validator=_check_line_length
-    )
+    max_line_length: int = attrs.field(default=MAX_COMMAND_LINE, validator=_check_line_length)
     #: Length limits for addresses (RFC 5321 4.5.3.1).
     address_policy: AddressPolicy = DEFAULT_POLICY
     #: Bare CR or LF in a DATA body: refuse the message, or keep the octets.
@@ -199,7 +185,7 @@ class ServerSettings:
     starttls: bool = False
     #: SASL mechanisms offered by AUTH (RFC 4954), e.g. ``("PLAIN", "LOGIN")``.
     auth_mechanisms: tuple[str, ...] = attrs.field(
-        default=(), converter=_to_tuple, validator=_check_mechanisms
+        default=(), converter=_to_mechanisms, validator=_check_mechanisms
     )
     #: Offer AUTH only once TLS is active (RFC 4954 4: plain-text mechanisms
     #: over a clear channel expose passwords).
@@ -432,12 +418,12 @@ class ServerConnection:
             return NEED_DATA
         if line is ReceiveBuffer.TOO_LONG:
             # Reported once, now; the rest of the line is dropped as it
-            # arrives, never buffered (RFC 5321 4.5.3.1.10).  In a SASL
-            # exchange the 500 5.5.6 fails the AUTH command (RFC 4954 4),
-            # so the exchange is over on both sides.
+            # arrives, never buffered (RFC 5321 4.5.3.1.10).
             self._mode = _Mode.SKIP_LINE
-            in_auth = self.state is ServerState.AUTH
-            self._due_for(None, AUTH_RESPONSE if in_auth else "line", error=True)
+            # An over-long SASL response fails the exchange (RFC 4954 4),
+            # like any other bad response: the reply ends it.
+            trigger = AUTH_RESPONSE if self.state is ServerState.AUTH else "line"
+            self._due_for(None, trigger, error=True)
             raise LineTooLongError(LINE_TOO_LONG)
         assert isinstance(line, bytes)
         if self.state is ServerState.AUTH:
@@ -483,9 +469,7 @@ class ServerConnection:
             raise CommandSyntaxError(AUTH_CANCELLED)
         return response
 
-    def _due_for(
-        self, command: Command | None, trigger: str, *, error: bool = False
-    ) -> None:
+    def _due_for(self, command: Command | None, trigger: str, *, error: bool = False) -> None:
         self._due = trigger
         self._due_command = command
         self._due_count = 1
@@ -506,9 +490,7 @@ class ServerConnection:
         if isinstance(command, Lhlo) and not s.lmtp:
             raise CommandSyntaxError(COMMAND_UNRECOGNIZED)
         if not server_is_legal(self.state, trigger):
-            raise BadSequenceError(
-                SEQUENCE_ERRORS.get((self.state, trigger), BAD_SEQUENCE)
-            )
+            raise BadSequenceError(SEQUENCE_ERRORS.get((self.state, trigger), BAD_SEQUENCE))
         extensions = self._extensions()
         if isinstance(command, Bdat):
             if not extensions.chunking:
@@ -568,9 +550,7 @@ class ServerConnection:
             if ok is None:
                 ok = keyword in s.extra_mail_parameters
             if not ok:
-                raise ParameterError(
-                    PARAMETER_NOT_RECOGNIZED, f"{keyword} not supported"
-                )
+                raise ParameterError(PARAMETER_NOT_RECOGNIZED, f"{keyword} not supported")
         if params.requiretls and not self.tls_active:
             raise BadSequenceError(REQUIRETLS_NEEDS_TLS)
         limit = s.max_message_size
@@ -583,14 +563,9 @@ class ServerConnection:
         t = self.transaction
         assert t is not None
         for keyword in command.params.keywords:
-            if keyword in ("NOTIFY", "ORCPT"):
-                ok = s.dsn
-            else:
-                ok = keyword in s.extra_rcpt_parameters
+            ok = s.dsn if keyword in ("NOTIFY", "ORCPT") else keyword in s.extra_rcpt_parameters
             if not ok or isinstance(self.hello, Helo):
-                raise ParameterError(
-                    PARAMETER_NOT_RECOGNIZED, f"{keyword} not supported"
-                )
+                raise ParameterError(PARAMETER_NOT_RECOGNIZED, f"{keyword} not supported")
         if len(t.recipients) >= s.max_recipients:
             # RFC 5321 4.5.3.1.10: "452 Too many recipients".
             raise BadSequenceError(TOO_MANY_RECIPIENTS)
@@ -772,9 +747,7 @@ class ServerConnection:
             return self._with_enhanced(reply).to_bytes()
         if state is ServerState.GREETING:
             if reply.code not in (220, 554):
-                raise LocalProtocolError(
-                    f"a greeting is 220, 554 or 421, not {reply.code}"
-                )
+                raise LocalProtocolError(f"a greeting is 220, 554 or 421, not {reply.code}")
             self.client_spoke_first = bool(self._buffer)
             self.state = server_next(state, GREETING, reply.code)
             return reply.to_bytes()
@@ -786,8 +759,7 @@ class ServerConnection:
             reply = self._with_enhanced(reply)
         if self._due_error and (reply.is_positive or reply.is_intermediate):
             raise LocalProtocolError(
-                f"the {trigger} was rejected by the protocol: "
-                "the reply must be 4xx or 5xx"
+                f"the {trigger} was rejected by the protocol: the reply must be 4xx or 5xx"
             )
         self._check_reply_kind(trigger, reply)
         self._due_count -= 1
@@ -821,9 +793,7 @@ class ServerConnection:
             if trigger in ("AUTH", AUTH_RESPONSE) and reply.code != 334:
                 raise LocalProtocolError("AUTH is answered with 334 to go on")
             if trigger not in ("DATA", "AUTH", AUTH_RESPONSE):
-                raise LocalProtocolError(
-                    f"{trigger} cannot be answered with {reply.code}"
-                )
+                raise LocalProtocolError(f"{trigger} cannot be answered with {reply.code}")
         elif trigger == "DATA" and reply.is_positive:
             raise LocalProtocolError("DATA is answered with 354, not 2xx")
         elif trigger == "STARTTLS" and reply.is_positive and reply.code != 220:

@@ -104,11 +104,7 @@ SERVER_TRANSITIONS: Final[tuple[tuple[ServerState, str, str, ServerState], ...]]
     (_S.NO_SERVICE, "QUIT", "2", _S.CLOSED),
     # RFC 5321 4.1.4: HELO/EHLO may come again at any time; it resets the
     # transaction like RSET.  LHLO is LMTP's (RFC 2033 4.1).
-    *[
-        (s, verb, "2", _S.READY)
-        for verb in ("HELO", "EHLO", "LHLO")
-        for s in _COMMAND_STATES
-    ],
+    *[(s, verb, "2", _S.READY) for verb in ("HELO", "EHLO", "LHLO") for s in _COMMAND_STATES],
     # RFC 5321 4.1.1.2 / 4.1.1.3: MAIL opens a transaction, RCPT adds to it.
     (_S.READY, "MAIL", "2", _S.MAIL),
     (_S.MAIL, "RCPT", "2", _S.RCPT),
@@ -128,6 +124,10 @@ SERVER_TRANSITIONS: Final[tuple[tuple[ServerState, str, str, ServerState], ...]]
     (_S.BDAT, "BDAT", "5", _S.READY),
     (_S.RCPT, "BDAT LAST", "*", _S.READY),
     (_S.BDAT, "BDAT LAST", "*", _S.READY),
+    # The reply to a message sent with BDAT (its LAST chunk accepted) ends
+    # the transaction as the reply after DATA does.
+    (_S.RCPT, END_OF_DATA, "*", _S.READY),
+    (_S.BDAT, END_OF_DATA, "*", _S.READY),
     # RFC 5321 4.1.1.5: RSET clears the transaction.
     (_S.HELLO, "RSET", "2", _S.HELLO),
     *[(s, "RSET", "2", _S.READY) for s in _SESSION_STATES],

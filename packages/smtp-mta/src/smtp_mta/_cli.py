@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Protocol
 
-from . import __version__
+from . import __version__, _sink
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -15,14 +15,12 @@ if TYPE_CHECKING:
 class Subcommand(Protocol):
     """What a subcommand module provides."""
 
-    def register(
-        self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
-    ) -> None:
+    def register(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         """Add its parser; set ``func`` (returning the exit status) as a default."""
 
 
 #: Subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: list[Subcommand] = []
+SUBCOMMANDS: list[Subcommand] = [_sink]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smtp-mta",
         description="The reference mail transfer agent of the SMTP toolkit.",
     )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {__version__}"
-    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.register(subparsers)

@@ -23,3 +23,13 @@ def require_program(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+# Fixtures other modules define, registered here (the plugin's namespace is
+# what pytest scans).
+from smtp_testkit.tls import (  # noqa: E402, F401
+    tls_ca,
+    tls_client_context,
+    tls_server_cert,
+    tls_server_context,
+)

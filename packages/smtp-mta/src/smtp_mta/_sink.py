@@ -1,0 +1,327 @@
+"""``smtp-mta sink``: the debugging server.
+
+Accepts every sender and recipient and writes each message to a directory,
+as aiosmtpd's debugging handler or Mailpit do, or throws it away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import os
+import secrets
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+
+from smtp_message import Reply, ServerSettings
+from smtp_server import Credentials, Envelope, Hooks, Server, Session, Settings, listen
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from anyio.abc import ByteStream, Listener
+
+__all__ = ["SinkHooks", "register"]
+
+logger = logging.getLogger("smtp_mta.sink")
+
+#: What a tester expects of a sink: room for attachments, and recipients
+#: well beyond the RFC's minimum of 100 (RFC 5321 4.5.3.1.8).
+DEFAULT_MAX_SIZE = 32 * 1024 * 1024
+DEFAULT_MAX_RECIPIENTS = 1000
+
+
+def _message_id() -> str:
+    # Sortable by arrival, unique without coordination.
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(6)}"
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _metadata(session: Session, envelope: Envelope, size: int) -> dict[str, object]:
+    mail = envelope.mail_from
+    params = mail.params
+    return {
+        "mail_from": "" if mail.reverse_path is None else str(mail.reverse_path),
+        "rcpt_to": [str(r.forward_path) for r in envelope.recipients],
+        "mail_parameters": {
+            "size": params.size,
+            "body": params.body.value if params.body else None,
+            "smtputf8": params.smtputf8,
+            "ret": params.ret.value if params.ret else None,
+            "envid": params.envid,
+            "auth": params.auth,
+            "requiretls": params.requiretls,
+            "other": dict(params.extra),
+        },
+        "rcpt_parameters": [
+            {
+                "notify": sorted(n.value for n in r.params.notify) if r.params.notify else None,
+                "orcpt": (
+                    f"{r.params.orcpt.addr_type};{r.params.orcpt.address}"
+                    if r.params.orcpt
+                    else None
+                ),
+                "other": dict(r.params.extra),
+            }
+            for r in envelope.recipients
+        ],
+        "body_command": envelope.body_command,
+        "size": size,
+        "client": {
+            "address": session.peer[0] if session.peer else None,
+            "port": session.peer[1] if session.peer else None,
+            "helo": session.hello.domain if session.hello else None,
+        },
+        "tls": (
+            {"version": session.tls.version, "cipher": session.tls.cipher} if session.tls else None
+        ),
+        "auth": session.auth_identity,
+        "received_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "session": session.id,
+    }
+
+
+@attrs.define(eq=False)
+class SinkHooks(Hooks):
+    """Accept everything; write each message as ``<id>.eml`` + ``<id>.json``.
+
+    Files appear atomically: each is written under a temporary name in
+    ``DIR/.tmp``, fsynced, and renamed into place, the ``.eml`` first, so a
+    ``.json`` means its message is complete.  A message whose client goes
+    away before the end leaves nothing.  With ``out`` ``None``, messages are
+    read and dropped.
+    """
+
+    out: Path | None
+    credentials: dict[str, str] = attrs.field(factory=dict)
+
+    async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
+        """Accept exactly the ``--auth`` user names and passwords."""
+        expected = self.credentials.get(credentials.username)
+        if expected is None:
+            return False
+        return hmac.compare_digest(expected.encode(), credentials.password.encode())
+
+    async def on_message(
+        self, session: Session, envelope: Envelope, body: AsyncIterator[bytes]
+    ) -> Reply | None:
+        """Write the message (or drop it with ``--discard``)."""
+        if self.out is None:
+            async for _chunk in body:
+                pass
+            return None
+        message_id = _message_id()
+        tmp_dir = self.out / ".tmp"
+        tmp_eml = tmp_dir / f"{message_id}.eml"
+        size = 0
+        f = await anyio.open_file(tmp_eml, "wb")
+        try:
+            try:
+                async for chunk in body:
+                    size += len(chunk)
+                    await f.write(chunk)
+                await f.flush()
+                await anyio.to_thread.run_sync(os.fsync, f.wrapped.fileno())
+            finally:
+                await f.aclose()
+        except BaseException:
+            tmp_eml.unlink(missing_ok=True)
+            raise
+        metadata = json.dumps(_metadata(session, envelope, size), indent=2).encode()
+        await anyio.to_thread.run_sync(self._publish, message_id, tmp_eml, metadata)
+        return Reply(250, "2.0.0", f"Queued as {message_id}")
+
+    def _publish(self, message_id: str, tmp_eml: Path, metadata: bytes) -> None:
+        assert self.out is not None
+        tmp_json = tmp_eml.with_suffix(".json")
+        _write_file(tmp_json, metadata)
+        os.replace(tmp_eml, self.out / f"{message_id}.eml")
+        os.replace(tmp_json, self.out / f"{message_id}.json")
+        _fsync_directory(self.out)
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def _credentials(values: list[str]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        user, sep, password = value.partition(":")
+        if not sep or not user:
+            raise argparse.ArgumentTypeError(f"--auth wants USER:PASSWORD, not {value!r}")
+        out[user] = password
+    return out
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    """The server settings the command line asks for."""
+    context = _tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    protocol = ServerSettings(
+        hostname=args.hostname,
+        lmtp=args.lmtp,
+        max_message_size=args.max_size or None,
+        max_recipients=args.max_recipients,
+        auth_mechanisms=("PLAIN", "LOGIN") if args.auth else (),
+        # Without TLS a tester still wants to try AUTH: offer it in clear.
+        auth_requires_tls=context is not None,
+        requiretls=context is not None,
+    )
+    return Settings(protocol=protocol, ssl_context=context, max_sessions=args.max_sessions)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM."""
+    out: Path | None = None
+    if not args.discard:
+        out = Path(args.out)
+        (out / ".tmp").mkdir(parents=True, exist_ok=True)
+        for stale in (out / ".tmp").iterdir():
+            stale.unlink()  # left by a crash: never a complete message
+    settings = build_settings(args)
+    if args.auth and settings.ssl_context is None:
+        logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
+    listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
+    hooks = SinkHooks(out, _credentials(args.auth))
+    server = Server(hooks, settings)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve, *listeners)
+        for address in args.listen:
+            logger.info(
+                "smtp-mta sink listening on %s, %s",
+                address,
+                "discarding messages" if out is None else f"writing to {out}",
+            )
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                logger.info("%s: shutting down", signal.Signals(signum).name)
+                server.shutdown()
+                break
+    return 0
+
+
+def _main(args: argparse.Namespace) -> int:
+    if not args.discard and not args.out:
+        print("smtp-mta sink: --out DIR or --discard is required", file=sys.stderr)
+        return 64
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    backend, options = {
+        "asyncio": ("asyncio", {}),
+        "uvloop": ("asyncio", {"use_uvloop": True}),
+        "trio": ("trio", {}),
+    }[args.backend]
+    try:
+        return anyio.run(run, args, backend=backend, backend_options=options)
+    except ImportError as exc:
+        print(
+            f"smtp-mta sink: backend {args.backend} is not installed: {exc}",
+            file=sys.stderr,
+        )
+        return 69  # EX_UNAVAILABLE
+    except OSError as exc:
+        print(f"smtp-mta sink: {exc}", file=sys.stderr)
+        return 71  # EX_OSERR
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``smtp-mta sink``."""
+    p = subparsers.add_parser(
+        "sink",
+        help="accept every message and write it to a directory (a debugging server)",
+        description=(
+            "Accept every sender and recipient and write each message to DIR as "
+            "<id>.eml (the bytes received: dot-unstuffed for DATA, verbatim for "
+            "BDAT) with <id>.json beside it (envelope, parameters, client, TLS, "
+            "AUTH). Files appear atomically. Ctrl-C stops."
+        ),
+    )
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on: HOST:PORT, [V6]:PORT or unix:PATH "
+        "(repeatable; default 127.0.0.1:2525)",
+    )
+    p.add_argument("--out", metavar="DIR", help="directory for the messages")
+    p.add_argument("--discard", action="store_true", help="accept and drop every message")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain: offer STARTTLS")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="offer AUTH PLAIN/LOGIN (after STARTTLS when TLS is set up) and "
+        "accept these credentials (repeatable)",
+    )
+    p.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="BYTES",
+        help=f"largest message accepted, 0 for no limit (default {DEFAULT_MAX_SIZE})",
+    )
+    p.add_argument(
+        "--max-recipients",
+        type=int,
+        default=DEFAULT_MAX_RECIPIENTS,
+        metavar="N",
+        help=f"recipients per message (default {DEFAULT_MAX_RECIPIENTS})",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="concurrent sessions; more get 421 4.3.2 (default 10000)",
+    )
+    p.add_argument("--lmtp", action="store_true", help="speak LMTP (RFC 2033) instead of SMTP")
+    p.add_argument("--hostname", default="localhost", help="name in the greeting")
+    p.add_argument(
+        "--backend",
+        choices=["asyncio", "uvloop", "trio"],
+        default="asyncio",
+        help="event loop: asyncio (default), uvloop or trio (each needs its package)",
+    )
+    p.set_defaults(func=_checked_main)
+
+
+def _checked_main(args: argparse.Namespace) -> int:
+    if args.listen is None:
+        args.listen = ["127.0.0.1:2525"]
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("smtp-mta sink: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 64
+    try:
+        _credentials(args.auth)
+    except argparse.ArgumentTypeError as exc:
+        print(f"smtp-mta sink: {exc}", file=sys.stderr)
+        return 64
+    return _main(args)

@@ -1,0 +1,389 @@
+"""``smtp-mta sink`` as users run it: a real process, real clients, real files.
+
+The sink runs as a subprocess on both event loops (``--backend asyncio`` and
+``--backend trio``); clients are Python's smtplib, swaks and raw sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+import trustme
+
+from smtp_testkit.plugin import require_program
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+CLI = [sys.executable, "-m", "smtp_mta._cli"]
+StartSink = Callable[..., "Sink"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Sink:
+    """A running ``smtp-mta sink`` process."""
+
+    def __init__(self, out: Path, args: list[str], backend: str) -> None:
+        self.port = free_port()
+        self.out = out
+        self.log = out.parent / f"sink-{self.port}.log"
+        self._log = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                *CLI,
+                "sink",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--backend",
+                backend,
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    assert s.recv(512).startswith(b"220 ")
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"sink did not start:\n{self.log.read_text()}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(30)
+        self._log.close()
+        return code
+
+    def messages(self) -> list[tuple[bytes, dict[str, object]]]:
+        """(eml bytes, json) of every message written, oldest first."""
+        out = []
+        for meta in sorted(self.out.glob("*.json")):
+            eml = meta.with_suffix(".eml")
+            out.append((eml.read_bytes(), json.loads(meta.read_text())))
+        return out
+
+    def wait_for_messages(self, count: int) -> list[tuple[bytes, dict[str, object]]]:
+        deadline = time.monotonic() + 10
+        while len(found := self.messages()) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return found
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def start_sink(tmp_path: Path, backend: str) -> Iterator[StartSink]:
+    started: list[Sink] = []
+
+    def start(*args: str, out: Path | None = None) -> Sink:
+        out = out or tmp_path / "mail"
+        extra = [] if "--discard" in args else ["--out", str(out)]
+        sink = Sink(out, [*extra, *args], backend)
+        started.append(sink)
+        return sink
+
+    yield start
+    for sink in started:
+        if sink.proc.poll() is None:
+            assert sink.stop() == 0, sink.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def cert_files(ca: trustme.CA, tmp_path: Path) -> tuple[str, str, str]:
+    """(server chain, server key, CA certificate) as PEM files."""
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    key.write_bytes(cert.private_key_pem.bytes())
+    ca.cert_pem.write_to_path(str(ca_file))
+    return str(chain), str(key), str(ca_file)
+
+
+def test_sink_writes_the_received_bytes_and_the_envelope(start_sink: StartSink) -> None:
+    """RFC 5321 4.5.2: the file holds the message dot-unstuffed; the JSON the envelope."""
+    sink = start_sink()
+    body = b"Subject: hi\r\n\r\n.leading dot\r\n..two\r\nend\r\n"
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.ehlo("client.example")
+        client.sendmail(
+            "a@b.example",
+            ["c@d.example", "e@f.example"],
+            body,
+            mail_options=["BODY=8BITMIME"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE"],
+        )
+    [(eml, meta)] = sink.wait_for_messages(1)
+    assert eml == body  # smtplib stuffed the dots; the sink unstuffed them
+    assert meta["mail_from"] == "a@b.example"
+    assert meta["rcpt_to"] == ["c@d.example", "e@f.example"]
+    assert meta["mail_parameters"]["body"] == "8BITMIME"  # type: ignore[index]
+    assert meta["rcpt_parameters"][0]["notify"] == ["FAILURE", "SUCCESS"]  # type: ignore[index]
+    assert meta["client"]["address"] == "127.0.0.1"  # type: ignore[index]
+    assert meta["client"]["helo"] == "client.example"  # type: ignore[index]
+    assert meta["tls"] is None
+    assert meta["auth"] is None
+    assert meta["size"] == len(body)
+    assert meta["body_command"] == "DATA"
+    assert not list((sink.out / ".tmp").iterdir())
+
+
+def test_sink_null_reverse_path_is_an_empty_string(start_sink: StartSink, tmp_path: Path) -> None:
+    """RFC 5321 4.5.5: bounces have the null reverse-path ``<>``."""
+    sink = start_sink()
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.sendmail("<>", ["c@d.example"], b"Subject: bounce\r\n\r\nx\r\n")
+    [(_, meta)] = sink.wait_for_messages(1)
+    assert meta["mail_from"] == ""
+
+
+def _exchange(sock: socket.socket, data: bytes, replies: int) -> list[bytes]:
+    sock.sendall(data)
+    buf = b""
+    lines: list[bytes] = []
+    while len(lines) < replies:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {lines!r}"
+        buf += chunk
+        while b"\r\n" in buf:
+            line, buf = buf.split(b"\r\n", 1)
+            if line[3:4] != b"-":
+                lines.append(line)
+    return lines
+
+
+def test_sink_bdat_chunks_are_written_verbatim(start_sink: StartSink, tmp_path: Path) -> None:
+    """RFC 3030 2: BDAT data is binary-safe; bare LF, NUL and dots stay as sent."""
+    sink = start_sink()
+    chunk1 = b"Subject: bin\r\n\r\n.dot\nbare LF\x00NUL\r\n"
+    chunk2 = b"\r.\r\nlast\r\n"
+    with socket.create_connection(("127.0.0.1", sink.port)) as s:
+        s.recv(512)
+        _exchange(s, b"EHLO c.example\r\n", 1)
+        data = (
+            b"MAIL FROM:<a@b.example> BODY=BINARYMIME\r\nRCPT TO:<c@d.example>\r\n"
+            + f"BDAT {len(chunk1)}\r\n".encode()
+            + chunk1
+            + f"BDAT {len(chunk2)} LAST\r\n".encode()
+            + chunk2
+        )
+        replies = _exchange(s, data, 4)
+        assert [r[:3] for r in replies] == [b"250"] * 4
+        assert b"Queued as" in replies[-1]
+    [(eml, meta)] = sink.wait_for_messages(1)
+    assert eml == chunk1 + chunk2
+    assert meta["body_command"] == "BDAT"
+    assert meta["mail_parameters"]["body"] == "BINARYMIME"  # type: ignore[index]
+
+
+def test_sink_client_vanishing_mid_data_leaves_nothing(
+    start_sink: StartSink, tmp_path: Path
+) -> None:
+    """A message whose client disconnects before CRLF.CRLF is not a message."""
+    sink = start_sink()
+    with socket.create_connection(("127.0.0.1", sink.port)) as s:
+        s.recv(512)
+        replies = _exchange(
+            s,
+            b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n",
+            4,
+        )
+        assert replies[-1].startswith(b"354")
+        s.sendall(b"Subject: partial\r\n\r\n" + b"x" * 200_000)
+    # A complete message afterwards proves the server went on, and gives the
+    # aborted one time to be cleaned up first.
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.sendmail("a@b.example", ["c@d.example"], b"Subject: whole\r\n\r\nok\r\n")
+    [(eml, _)] = sink.wait_for_messages(1)
+    assert b"whole" in eml
+    assert sorted(p.suffix for p in sink.out.iterdir() if p.is_file()) == [
+        ".eml",
+        ".json",
+    ]
+    assert not list((sink.out / ".tmp").iterdir())
+
+
+def test_sink_discard_accepts_and_writes_nothing(start_sink: StartSink, tmp_path: Path) -> None:
+    """``--discard``: 250 for the message, and no file anywhere."""
+    sink = start_sink("--discard", out=tmp_path / "nothing")
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        assert client.sendmail("a@b.example", ["c@d.example"], b"x\r\n") == {}
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_sink_starttls_then_auth_with_swaks(
+    start_sink: StartSink, tmp_path: Path, cert_files: tuple[str, str, str], ca: trustme.CA
+) -> None:
+    """RFC 3207 + RFC 4954: AUTH is offered after STARTTLS and takes --auth's credentials."""
+    swaks = require_program("swaks")
+    chain, key, ca_file = cert_files
+    sink = start_sink("--tls-cert", chain, "--tls-key", key,
+        "--auth", "alice:s3cret",
+    )  # fmt: skip
+    # Before TLS: no AUTH in the EHLO reply.
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.ehlo()
+        assert client.has_extn("starttls")
+        assert not client.has_extn("auth")
+        context = ssl.create_default_context(cafile=None)
+        ca.configure_trust(context)
+        client.starttls(context=context)
+        client.ehlo()
+        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+    proc = subprocess.run(
+        [
+            swaks, "--server", f"127.0.0.1:{sink.port}", "--tls", "--tls-verify",
+            "--tls-ca-path", ca_file, "--auth", "PLAIN", "--auth-user", "alice",
+            "--auth-password", "s3cret", "--from", "a@b.example", "--to", "c@d.example",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "235 2.7.0" in proc.stdout
+    [(_, meta)] = sink.wait_for_messages(1)
+    assert meta["auth"] == "alice"
+    assert meta["tls"]["version"].startswith("TLSv1.")  # type: ignore[index]
+    assert "s3cret" not in sink.log.read_text()
+
+
+def test_sink_auth_refuses_a_wrong_password(
+    start_sink: StartSink, tmp_path: Path, cert_files: tuple[str, str, str], ca: trustme.CA
+) -> None:
+    """RFC 4954 6: 535 5.7.8 for bad credentials; the password is never logged."""
+    chain, key, _ = cert_files
+    sink = start_sink("--tls-cert", chain, "--tls-key", key,
+        "--auth", "alice:s3cret",
+    )  # fmt: skip
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.starttls(context=context)
+        client.ehlo()
+        code, text = client.docmd(
+            "AUTH", "PLAIN " + base64.b64encode(b"\0alice\0wrong-guess").decode()
+        )
+        assert (code, text[:5]) == (535, b"5.7.8")
+    sink.stop()
+    log = sink.log.read_text()
+    assert "wrong-guess" not in log
+    assert "s3cret" not in log
+
+
+def test_sink_limits_size_and_recipients(start_sink: StartSink, tmp_path: Path) -> None:
+    """RFC 1870 6.1 (552 5.3.4) and RFC 5321 4.5.3.1.10 (452 4.5.3) from the flags."""
+    sink = start_sink("--max-size", "1000",
+                      "--max-recipients", "100")  # fmt: skip
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == "1000"
+        assert client.mail("a@b.example", ["SIZE=1001"])[0] == 552
+        assert client.mail("a@b.example")[0] == 250
+        codes = [client.rcpt(f"r{i}@d.example")[0] for i in range(101)]
+        assert codes == [250] * 100 + [452]
+        code, text = client.data(b"Subject: big\r\n\r\n" + b"y" * 2000 + b"\r\n")
+        assert (code, text[:5]) == (552, b"5.3.4")
+    assert sink.messages() == []
+
+
+def test_sink_lmtp_gives_one_reply_per_recipient(start_sink: StartSink, tmp_path: Path) -> None:
+    """RFC 2033 4.2: after the body, one reply for each accepted recipient."""
+    sink = start_sink("--lmtp")
+    with socket.create_connection(("127.0.0.1", sink.port)) as s:
+        assert b"LMTP" in s.recv(512)
+        assert _exchange(s, b"EHLO c\r\n", 1)[0].startswith(b"500 5.5.1")
+        _exchange(s, b"LHLO c\r\n", 1)
+        replies = _exchange(
+            s,
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\n"
+            b"DATA\r\n",
+            4,
+        )
+        assert replies[-1].startswith(b"354")
+        replies = _exchange(s, b"Subject: lmtp\r\n\r\nx\r\n.\r\n", 2)
+        assert [r[:9] for r in replies] == [b"250 2.0.0"] * 2
+    [(eml, meta)] = sink.wait_for_messages(1)
+    assert eml == b"Subject: lmtp\r\n\r\nx\r\n"
+    assert meta["rcpt_to"] == ["c@d.example", "e@f.example"]
+
+
+def test_sink_sigint_stops_cleanly_and_logs_each_session(
+    start_sink: StartSink, tmp_path: Path
+) -> None:
+    """Ctrl-C: the process exits 0; one log line per session was written."""
+    sink = start_sink()
+    for _ in range(3):
+        with smtplib.SMTP("127.0.0.1", sink.port) as client:
+            client.noop()
+    assert sink.stop() == 0
+    lines = [line for line in sink.log.read_text().splitlines() if " session=" in line]
+    # The three sessions, and the readiness probe that connected and left.
+    assert sum("end=quit" in line for line in lines) == 3
+    assert sum("end=connection closed" in line for line in lines) == 1
+    assert len(lines) == 4
+    assert all("peer=127.0.0.1:" in line for line in lines)
+
+
+def test_sink_help_documents_every_flag() -> None:
+    """``--help`` names each option the issue specifies."""
+    out = subprocess.run([*CLI, "sink", "--help"], capture_output=True, text=True, check=True)
+    for flag in ("--listen", "--out", "--tls-cert", "--tls-key", "--auth", "--max-size",
+                 "--max-recipients", "--lmtp", "--discard"):  # fmt: skip
+        assert flag in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "--out DIR or --discard is required"),
+        (["--discard", "--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
+        (["--discard", "--auth", "nocolon"], "USER:PASSWORD"),
+    ],
+)
+def test_sink_usage_errors_exit_64(args: list[str], message: str) -> None:
+    """Bad arguments: exit status 64 (EX_USAGE) and a one-line error."""
+    proc = subprocess.run([*CLI, "sink", *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 64
+    assert message in proc.stderr
+
+
+def test_sink_cleans_stale_temporary_files(tmp_path: Path, backend: str) -> None:
+    """Files left in .tmp by a crash are never mistaken for messages."""
+    out = tmp_path / "mail"
+    (out / ".tmp").mkdir(parents=True)
+    (out / ".tmp" / "stale.eml").write_bytes(b"half a message")
+    sink = Sink(out, ["--out", str(out)], backend)
+    try:
+        assert not list((out / ".tmp").iterdir())
+    finally:
+        assert sink.stop() == 0
+    assert os.listdir(out) == [".tmp"]

@@ -1,0 +1,836 @@
+"""interact(): one SMTP or LMTP session over anyio streams.
+
+A thin driver of :class:`smtp_message.ServerConnection` (in the manner of
+httpcore's ``http11.py``): read bytes, feed them, act on each event, write
+the replies.  Foreign exceptions are translated here, at the boundary.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import logging
+import math
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import attrs
+from anyio.streams.stapled import StapledByteStream
+from anyio.streams.tls import TLSAttribute, TLSStream
+
+from smtp_message import (
+    NEED_DATA,
+    PAUSED,
+    Auth,
+    AuthResponse,
+    Bdat,
+    BodyChunk,
+    ConnectionClosed,
+    Data,
+    Ehlo,
+    EndOfChunk,
+    EndOfData,
+    Expn,
+    Helo,
+    Help,
+    Lhlo,
+    LocalProtocolError,
+    MailFrom,
+    MessageRejectedError,
+    Noop,
+    Quit,
+    RcptTo,
+    RemoteProtocolError,
+    Reply,
+    Rset,
+    ServerConnection,
+    ServerState,
+    StartTls,
+    Vrfy,
+    replies,
+)
+
+from ._hooks import Envelope, Hooks, MessageAborted, Session, TLSInfo
+from ._proxy import ProxyError, parse_proxy_header
+from ._sasl import SaslError, start
+from ._settings import Settings
+
+if TYPE_CHECKING:
+    from smtp_message import Command
+
+    from ._hooks import Credentials
+
+__all__ = ["interact"]
+
+logger = logging.getLogger("smtp_server")
+
+#: How much to ask the transport for at a time.
+RECEIVE_SIZE: Final = 65536
+#: The longest AUTH failure delay, however many failures came before.
+MAX_AUTH_DELAY: Final = 30.0
+
+_T = TypeVar("_T")
+
+# Exceptions that mean the client went away (or the transport broke).
+_GONE = (
+    anyio.EndOfStream,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    ssl.SSLError,
+    OSError,
+)
+
+_TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0", "Too many authentication failures")
+_SERVICE_NOT_AVAILABLE = Reply(421, "4.3.0", "Service not available, try again later")
+_HOOK_FAILED: Final = object()
+
+
+class _Close(Exception):
+    """End the session now, without a further reply."""
+
+
+class _Body:
+    """The message body as the hook sees it: an async iterator of chunks.
+
+    Iterating drives the connection: each step reads from the client as
+    needed, so a slow hook slows the client down (TCP backpressure) and the
+    server never holds more than one chunk.
+    """
+
+    def __init__(self, driver: _Driver, scope: anyio.CancelScope | None) -> None:
+        self._driver = driver
+        self._scope = scope
+        self._first = True
+        #: The body ended normally (terminator or BDAT LAST, no violation).
+        self.done = False
+        #: Why the message cannot complete, once it cannot.
+        self.aborted: str | None = None
+        #: The reply a rejected body gets (size, bare line endings).
+        self.reject_reply: Reply | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self.done:
+            raise StopAsyncIteration
+        if self.aborted is not None:
+            raise MessageAborted(self.aborted)
+        data = await self._next()
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+    def push_deadline(self) -> None:
+        # The hook may take data_termination to decide once it stops
+        # reading (RFC 5321 4.5.3.2.6).
+        if self._scope is not None:
+            self._scope.deadline = anyio.current_time() + self._driver.timeouts.data_termination
+
+    def _abort(self, reason: str) -> MessageAborted:
+        self.aborted = reason
+        return MessageAborted(reason)
+
+    async def _next(self) -> bytes | None:
+        driver = self._driver
+        conn = driver.conn
+        t = driver.timeouts
+        while True:
+            timeout = t.data_initiation if self._first else t.data_block
+            self._first = False
+            try:
+                with anyio.fail_after(timeout):
+                    event = await driver.next_event()
+            except MessageRejectedError as exc:
+                assert exc.reply is not None
+                self.reject_reply = exc.reply
+                raise self._abort(f"rejected: {exc.reply}") from None
+            except RemoteProtocolError as exc:
+                assert exc.reply is not None
+                driver.reply_error(exc.reply)
+                if conn.transaction is None or conn.state is ServerState.CLOSED:
+                    # A failed BDAT chunk ends the transaction (RFC 3030 2).
+                    raise self._abort(f"chunk refused: {exc.reply}") from None
+                continue  # a bad command between chunks: answered, go on
+            except TimeoutError:
+                driver.timed_out = True
+                raise self._abort("timeout") from None
+            except _GONE:
+                driver.gone = True
+                raise self._abort("connection lost") from None
+            self.push_deadline()
+            if isinstance(event, BodyChunk):
+                return event.data
+            if isinstance(event, EndOfData):
+                self.done = True
+                return None
+            if isinstance(event, (Bdat, EndOfChunk, Noop, Help, Vrfy)):
+                if not isinstance(event, Bdat):
+                    driver.reply(conn.default_reply(event))
+                continue
+            if isinstance(event, ConnectionClosed):
+                driver.gone = True
+                raise self._abort("connection lost")
+            # RSET, HELO/EHLO or QUIT between BDAT chunks end the message;
+            # the main loop answers the command itself.
+            driver.pending_event = event
+            raise self._abort(f"aborted by {type(event).__name__.upper()}")
+
+    async def drain(self) -> None:
+        """Read the rest of the body (the hook stopped early)."""
+        while not self.done and self.aborted is None:
+            await self._next()
+
+
+class _Driver:
+    def __init__(
+        self,
+        stream: anyio.abc.ByteReceiveStream,
+        sink: anyio.abc.ByteSendStream,
+        hooks: Hooks,
+        settings: Settings,
+        tls_active: bool,
+        peer: tuple[str, int] | None,
+        local: tuple[str, int] | None,
+    ) -> None:
+        self.receive_stream = stream
+        self.send_stream = sink
+        self.hooks = hooks
+        self.settings = settings
+        self.timeouts = settings.timeouts
+        protocol = settings.protocol
+        if settings.ssl_context is not None and not protocol.starttls:
+            protocol = attrs.evolve(protocol, starttls=not settings.implicit_tls)
+        self.conn = ServerConnection(protocol, tls_active=tls_active)
+        self.session = Session(id=_session_id(), peer=peer, local=local, lmtp=protocol.lmtp)
+        self.overridden = _overridden(type(hooks))
+        if tls_active:
+            # The caller encrypted the stream: tell the hooks what it is.
+            self.session.tls = _tls_info(stream)
+        self.out = bytearray()
+        self.pending_event: Command | None = None
+        self.auth_failures = 0
+        self.timed_out = False
+        self.gone = False
+        # How the session ended, for the log line; set when it is known.
+        self.end = "connection closed"
+        self.recipients = 0
+        #: The session's cancel scope (:func:`serve` cancels it on shutdown).
+        self.scope: anyio.CancelScope | None = None
+        #: True while waiting for a command between transactions: a
+        #: shutdown may then end the session at once.
+        self.idle = False
+        #: Set by :func:`serve` when the server is shutting down.
+        self.stopping = False
+
+    # -- I/O ----------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Send the queued replies.
+
+        Always under a deadline (the session's, set by :meth:`expect`, or a
+        scope of the caller's): a client that stops reading, its receive
+        window full, cannot hold a session.
+        """
+        if self.out:
+            data = bytes(self.out)
+            self.out.clear()
+            await self.send_stream.send(data)
+
+    async def next_event(self) -> Any:
+        """The next event from the client, reading as needed.
+
+        Callers bound the wait (:meth:`expect`, or a scope): the deadline
+        covers the whole event (a complete command line, say), so a client
+        trickling one octet at a time cannot hold a session forever.
+        """
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                await self.flush()
+                try:
+                    data = await self.receive_stream.receive(RECEIVE_SIZE)
+                except anyio.EndOfStream:
+                    data = b""
+                conn.receive_data(data)
+                continue
+            return event
+
+    def reply(self, reply: Reply) -> None:
+        """Queue ``reply``; close with 421 once the client erred too often."""
+        conn = self.conn
+        try:
+            self.out += conn.send(reply)
+        except LocalProtocolError:
+            # A hook answered with a reply the protocol cannot take (say a
+            # 354 to MAIL): that is the hook's bug, not the client's.
+            logger.exception("session %s: hook gave an impossible reply %s", self.session.id, reply)
+            self.out += conn.send(replies.LOCAL_ERROR)
+        if conn.errors >= self.settings.max_errors and conn.state is not ServerState.CLOSED:
+            self.end = "too many errors"
+            self.out += conn.send(replies.TOO_MANY_ERRORS)
+
+    def reply_error(self, reply: Reply) -> None:
+        """Answer a protocol error with as many replies as are due.
+
+        One, except for a failed last BDAT chunk in LMTP, which is answered
+        once per recipient (RFC 2033 4.2) like any other end of a body.
+        """
+        self.reply(reply)
+        while self.conn.reply_due and self.conn.state is not ServerState.CLOSED:
+            self.reply(reply)
+
+    def expect(self, seconds: float | None) -> None:
+        """Bound what follows by ``seconds`` (``None``: no bound).
+
+        The session's one cancel scope carries the deadline: moving it costs
+        a timer, where a scope per wait would cost much more.  Expiry
+        cancels the session, which ends with ``421 4.4.2``.
+        """
+        scope = self.scope
+        if scope is not None:
+            scope.deadline = math.inf if seconds is None else anyio.current_time() + seconds
+
+    async def call_hook(
+        self, name: str, func: Callable[..., Awaitable[_T]], *args: object
+    ) -> _T | object:
+        """Run a hook within its timeout; a failure is logged and reported.
+
+        A hook that raises is the hook's failure (the client gets a 4xx and
+        the session goes on); one that does not decide in time ends the
+        session like any other timeout (``421 4.4.2``, :class:`Timeouts`).
+        A ``TimeoutError`` the hook raises itself is a failure, not ours.
+        A hook the subclass does not override is not called at all.
+        """
+        if name not in self.overridden:
+            return None
+        self.expect(None)  # the hook's own limit applies, not the last wait's
+        with anyio.move_on_after(self.timeouts.hook) as scope:
+            try:
+                return await func(self.session, *args)
+            except Exception:
+                logger.exception("session %s: hook %s failed", self.session.id, name)
+                return _HOOK_FAILED
+        assert scope.cancelled_caught
+        logger.error(
+            "session %s: hook %s timed out after %.1f s",
+            self.session.id,
+            name,
+            self.timeouts.hook,
+        )
+        raise TimeoutError
+
+    # -- The session ----------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                self.scope = scope
+                try:
+                    await self._run()
+                except _Close:
+                    pass
+                except TimeoutError:
+                    self.end = "timeout"
+                    self._say_421(replies.TIMEOUT)
+                except _GONE:
+                    self.end = "connection lost"
+                except Exception:
+                    self.end = "internal error"
+                    logger.exception("session %s: internal error", self.session.id)
+                    self._say_421(Reply(421, "4.3.0", "Internal error, closing connection"))
+            if scope.cancelled_caught:
+                if self.stopping:
+                    self.end = "shutdown"
+                    self._say_421(replies.SHUTTING_DOWN)
+                else:  # the deadline set by expect() passed
+                    self.end = "timeout"
+                    self._say_421(replies.TIMEOUT)
+        except BaseException:
+            # Cancelled from outside (the task running the session, or the
+            # whole server): the client still hears why, and the streams
+            # are still closed.
+            self.end = "cancelled"
+            self._say_421(replies.SHUTTING_DOWN)
+            raise
+        finally:
+            await self._close()
+
+    def _say_421(self, reply: Reply) -> None:
+        # A 421 may be sent at any time, even before the greeting.
+        if self.conn.state is not ServerState.CLOSED:
+            self.out += self.conn.send(reply)
+
+    async def _close(self) -> None:
+        with anyio.move_on_after(self.timeouts.close, shield=True):
+            try:
+                if not self.gone:
+                    await self.flush()
+            except (TimeoutError, *_GONE):
+                pass
+            for stream in {
+                id(self.send_stream): self.send_stream,
+                id(self.receive_stream): self.receive_stream,
+            }.values():
+                with contextlib.suppress(*_GONE):
+                    await stream.aclose()
+        if "on_disconnect" in self.overridden:
+            with anyio.move_on_after(self.timeouts.hook, shield=True):
+                try:
+                    await self.hooks.on_disconnect(self.session)
+                except Exception:
+                    logger.exception("session %s: hook on_disconnect failed", self.session.id)
+        s = self.session
+        logger.info(
+            "session=%s peer=%s tls=%s auth=%s helo=%s messages=%d recipients=%d "
+            "duration=%.3f end=%s",
+            s.id,
+            _address(s.peer),
+            s.tls.version if s.tls else "no",
+            "yes" if s.auth_identity else "no",
+            s.hello.domain if s.hello else "-",
+            s.messages,
+            self.recipients,
+            time.time() - s.started,
+            self.end,
+        )
+
+    async def _run(self) -> None:
+        settings = self.settings
+        if settings.proxy_protocol:
+            await self._read_proxy_header()
+        if settings.implicit_tls and not self.conn.tls_active:
+            await self._handshake()
+            self.conn.tls_active = True
+        result = await self.call_hook("on_connect", self.hooks.on_connect)
+        if result is None:
+            greeting = self.conn.greeting(settings.greeting)
+        elif isinstance(result, Reply) and result.code in (220, 421, 554):
+            greeting = result
+        else:
+            # RFC 5321 3.1: a greeting is 220, or 554 (no service), or 421.
+            if result is not _HOOK_FAILED:
+                logger.error("session %s: on_connect returned %r", self.session.id, result)
+            greeting = _SERVICE_NOT_AVAILABLE
+        self.reply(greeting)
+        await self._loop()
+
+    def _command_timeout(self) -> float:
+        state = self.conn.state
+        t = self.timeouts
+        if state is ServerState.HELLO:
+            return t.hello
+        if state in (ServerState.READY, ServerState.NO_SERVICE):
+            return t.idle
+        return t.command
+
+    async def _loop(self) -> None:
+        conn = self.conn
+        while conn.state is not ServerState.CLOSED:
+            if self.stopping and conn.transaction is None:
+                self.end = "shutdown"
+                self.reply(replies.SHUTTING_DOWN)
+                break
+            event = self.pending_event
+            self.pending_event = None
+            if event is None:
+                try:
+                    event = await self._wait_for_command()
+                except RemoteProtocolError as exc:
+                    assert exc.reply is not None
+                    self.reply_error(exc.reply)
+                    continue
+            if event is PAUSED:
+                raise AssertionError("paused outside STARTTLS")  # pragma: no cover
+            await self._dispatch(event)
+
+    async def _wait_for_command(self) -> Any:
+        # Between transactions, a shutdown may end the session at once.
+        self.idle = self.conn.transaction is None
+        # The deadline stays after the event arrives: what follows until the
+        # next wait is quick, and hooks clear it (they have their own).
+        self.expect(self._command_timeout())
+        try:
+            return await self.next_event()
+        finally:
+            self.idle = False
+
+    async def _dispatch(self, event: object) -> None:
+        conn = self.conn
+        if isinstance(event, ConnectionClosed):
+            self.gone = True
+            raise _Close
+        if isinstance(event, (Helo, Ehlo, Lhlo)):
+            await self._on_hello(event)
+        elif isinstance(event, MailFrom):
+            await self._on_command("on_mail", self.hooks.on_mail, event, replies.SENDER_OK)
+        elif isinstance(event, RcptTo):
+            reply = await self._on_command(
+                "on_rcpt", self.hooks.on_rcpt, event, replies.RECIPIENT_OK
+            )
+            self.recipients += reply.is_positive
+        elif isinstance(event, Data):
+            self.reply(replies.START_MAIL_INPUT)
+            # The client waits for the 354 (RFC 2920 3.1: DATA ends a
+            # pipelined group): send it before the hook runs, which may
+            # prepare for a while before reading the body.
+            await self.flush()
+            await self._receive_message("DATA")
+        elif isinstance(event, Bdat):
+            await self._receive_message("BDAT")
+        elif isinstance(event, StartTls):
+            await self._on_starttls()
+        elif isinstance(event, Auth):
+            await self._on_auth(event)
+        elif isinstance(event, Quit):
+            self.end = "quit"
+            self.reply(conn.default_reply(event))
+        elif isinstance(event, (Rset, Noop, Help, Vrfy, Expn)):
+            self.reply(conn.default_reply(event))
+        else:  # pragma: no cover - every event type is handled above
+            raise AssertionError(f"unexpected event {event!r}")
+
+    async def _on_hello(self, command: Helo | Ehlo | Lhlo) -> None:
+        result = await self.call_hook("on_hello", self.hooks.on_hello, command)
+        reply = self._hook_reply(result, self.conn.ehlo_reply(command))
+        self.reply(reply)
+        if reply.is_positive:
+            self.session.hello = command
+
+    async def _on_command(
+        self,
+        name: str,
+        hook: Callable[..., Awaitable[Reply | None]],
+        command: Command,
+        default: Reply,
+    ) -> Reply:
+        result = await self.call_hook(name, hook, command)
+        reply = self._hook_reply(result, default)
+        self.reply(reply)
+        return reply
+
+    def _hook_reply(self, result: object, default: Reply) -> Reply:
+        if result is _HOOK_FAILED:
+            return replies.LOCAL_ERROR
+        if result is None:
+            return default
+        if isinstance(result, Reply):
+            return result
+        logger.error("session %s: hook returned %r, not a Reply or None", self.session.id, result)
+        return replies.LOCAL_ERROR
+
+    # -- Messages -----------------------------------------------------------
+
+    async def _receive_message(self, body_command: str) -> None:
+        conn = self.conn
+        transaction = conn.transaction
+        assert transaction is not None
+        envelope = Envelope(transaction.mail_from, tuple(transaction.recipients), body_command)
+        outcome: object = None
+        if "on_message" not in self.overridden:
+            # The default hook would only read the body to its end.
+            body = _Body(self, None)
+        else:
+            outcome, body = await self._message_hook(envelope)
+        if body.aborted is None and not body.done:
+            with contextlib.suppress(MessageAborted):
+                await body.drain()
+        if body.aborted is not None:
+            await self._aborted(body, envelope)
+            return
+        for reply in self._message_replies(outcome, envelope):
+            if self.conn.state is ServerState.CLOSED:
+                break  # an LMTP outcome was 421: nothing more is said
+            self.reply(reply)
+            if reply.is_positive:
+                self.session.messages += 1
+
+    async def _message_hook(self, envelope: Envelope) -> tuple[object, _Body]:
+        outcome: object = None
+        with anyio.CancelScope() as scope:
+            body = _Body(self, scope)
+            body.push_deadline()
+            self.expect(None)  # the body's and the hook's own limits apply
+            try:
+                outcome = await self.hooks.on_message(self.session, envelope, body)
+            except MessageAborted:
+                outcome = _HOOK_FAILED
+            except Exception:
+                logger.exception("session %s: hook on_message failed", self.session.id)
+                outcome = _HOOK_FAILED
+        if scope.cancelled_caught:
+            # RFC 5321 4.5.3.2.6: the client waits data_termination for the
+            # reply, and gives up after; end the session as a timeout.
+            logger.error("session %s: hook on_message timed out", self.session.id)
+            raise TimeoutError
+        return outcome, body
+
+    async def _aborted(self, body: _Body, envelope: Envelope) -> None:
+        logger.info("session %s: message aborted: %s", self.session.id, body.aborted)
+        if self.timed_out:
+            raise TimeoutError
+        if self.gone:
+            self.end = "connection lost"
+            raise _Close
+        if body.reject_reply is not None:
+            count = len(envelope.recipients) if self.session.lmtp else 1
+            for _ in range(count):
+                self.reply(body.reject_reply)
+
+    def _message_replies(self, outcome: object, envelope: Envelope) -> list[Reply]:
+        lmtp = self.session.lmtp
+        count = len(envelope.recipients) if lmtp else 1
+        if outcome is _HOOK_FAILED:
+            return [replies.LOCAL_ERROR] * count
+        if outcome is None or isinstance(outcome, Reply):
+            return [outcome or replies.MESSAGE_ACCEPTED] * count
+        if lmtp and isinstance(outcome, Sequence) and len(outcome) == count:
+            out = []
+            for item in outcome:
+                if item is None or isinstance(item, Reply):
+                    out.append(item or replies.MESSAGE_ACCEPTED)
+                else:
+                    break
+            else:
+                return out
+        logger.error(
+            "session %s: on_message returned %r: expected a Reply, None%s",
+            self.session.id,
+            outcome,
+            f", or {count} of them" if lmtp else "",
+        )
+        return [replies.LOCAL_ERROR] * count
+
+    # -- STARTTLS, AUTH, PROXY ----------------------------------------------------
+
+    async def _handshake(self) -> None:
+        context = self.settings.ssl_context
+        assert context is not None
+        await self.flush()
+        receive: object = self.receive_stream
+        if receive is self.send_stream and isinstance(receive, anyio.abc.ByteStream):
+            transport: anyio.abc.ByteStream = receive
+        else:
+            transport = StapledByteStream(self.send_stream, self.receive_stream)
+        try:
+            with anyio.fail_after(self.timeouts.tls_handshake):
+                tls = await TLSStream.wrap(
+                    transport,
+                    server_side=True,
+                    ssl_context=context,
+                    standard_compatible=False,
+                )
+        except (TimeoutError, *_GONE) as exc:
+            self.end = f"TLS handshake failed: {type(exc).__name__}"
+            self.gone = True
+            raise _Close from None
+        self.receive_stream = self.send_stream = tls
+        self.session.tls = _tls_info(tls)
+
+    async def _on_starttls(self) -> None:
+        self.reply(replies.READY_TO_START_TLS)
+        if self.conn.state is not ServerState.STARTTLS:
+            return
+        await self._handshake()
+        discarded = self.conn.tls_established()
+        if discarded:
+            # CVE-2011-0411: commands pipelined after STARTTLS are injected
+            # into the encrypted session by whoever sits in the middle.
+            logger.warning(
+                "session %s: discarded %d octets sent after STARTTLS",
+                self.session.id,
+                len(discarded),
+            )
+        self.session.hello = None
+        self.session.auth_identity = None
+
+    async def _on_auth(self, command: Auth) -> None:
+        exchange = start(command.mechanism)
+        response = command.initial_response
+        while True:
+            try:
+                step = exchange.step(response)
+            except SaslError as exc:
+                self.reply(exc.reply)
+                return
+            if isinstance(step, bytes):
+                self.reply(Reply(334, None, base64.b64encode(step).decode("ascii")))
+                self.expect(self.timeouts.command)
+                try:
+                    event = await self.next_event()
+                except RemoteProtocolError as exc:  # "*" or bad base64
+                    assert exc.reply is not None
+                    self.reply_error(exc.reply)
+                    return
+                assert isinstance(event, (AuthResponse, ConnectionClosed))
+                if isinstance(event, ConnectionClosed):
+                    await self._dispatch(event)
+                    return
+                response = event.data
+                continue
+            await self._check_credentials(step)
+            return
+
+    async def _check_credentials(self, credentials: Credentials) -> None:
+        result = await self.call_hook("on_auth", self.hooks.on_auth, credentials)
+        if result is True:
+            identity = credentials.authzid or credentials.username
+            self.conn.authenticated(identity)
+            self.session.auth_identity = identity
+            self.reply(replies.AUTH_SUCCESSFUL)
+            return
+        if isinstance(result, Reply) and not result.is_positive:
+            self.reply(result)
+            return
+        if result is _HOOK_FAILED or isinstance(result, Reply):
+            self.reply(Reply(454, "4.7.0", "Temporary authentication failure"))
+            return
+        self.auth_failures += 1
+        logger.info(
+            "session %s: AUTH %s failed for %r (%d)",
+            self.session.id,
+            credentials.mechanism,
+            credentials.username,
+            self.auth_failures,
+        )
+        delay = min(
+            self.settings.auth_failure_delay * 2 ** (self.auth_failures - 1),
+            MAX_AUTH_DELAY,
+        )
+        self.expect(self.timeouts.command + delay)
+        await self.flush()
+        await anyio.sleep(delay)
+        if self.auth_failures >= self.settings.max_auth_failures:
+            self.end = "too many AUTH failures"
+            self.reply(_TOO_MANY_AUTH_FAILURES)
+        else:
+            self.reply(replies.AUTH_FAILED)
+
+    async def _read_proxy_header(self) -> None:
+        data = b""
+        try:
+            with anyio.fail_after(self.timeouts.proxy_header):
+                while True:
+                    header = parse_proxy_header(data)
+                    if header is not None:
+                        break
+                    data += await self.receive_stream.receive(RECEIVE_SIZE)
+        except (ProxyError, TimeoutError, anyio.EndOfStream) as exc:
+            self.end = f"bad PROXY header: {str(exc) or type(exc).__name__}"
+            self.gone = True
+            raise _Close from None
+        if header.source is not None:
+            self.session.peer = header.source
+            self.session.local = header.destination
+        rest = data[header.length :]
+        if rest:
+            # What followed the header in the same read belongs to the next
+            # layer: SMTP, or the TLS handshake on an implicit-TLS listener.
+            self.receive_stream = _Replay(self.receive_stream, rest)
+
+
+class _Replay(anyio.abc.ByteReceiveStream):
+    """A receive stream that first gives back octets already read from it."""
+
+    def __init__(self, stream: anyio.abc.ByteReceiveStream, data: bytes) -> None:
+        self._stream = stream
+        self._data = data
+
+    async def receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        if self._data:
+            data, self._data = self._data[:max_bytes], self._data[max_bytes:]
+            await anyio.lowlevel.checkpoint()
+            return data
+        return await self._stream.receive(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
+def _tls_info(stream: object) -> TLSInfo | None:
+    """What the hooks are told of a TLS stream (``None`` if it is not one)."""
+    if not isinstance(stream, anyio.TypedAttributeProvider):
+        return None
+    version = stream.extra(TLSAttribute.tls_version, None)
+    if version is None:
+        return None
+    cipher = stream.extra(TLSAttribute.cipher, None)
+    return TLSInfo(version, cipher[0] if cipher else None)
+
+
+_HOOK_NAMES = (
+    "on_connect", "on_hello", "on_auth", "on_mail", "on_rcpt", "on_message", "on_disconnect",
+)  # fmt: skip
+_ids = itertools.count(1)
+_ID_PREFIX = os.urandom(2).hex()
+
+
+def _session_id() -> str:
+    """Unique within the process, and across restarts, for logs."""
+    return f"{_ID_PREFIX}{next(_ids):06x}"
+
+
+def _overridden(cls: type[Hooks]) -> frozenset[str]:
+    """The hook methods ``cls`` overrides (the others need not be called)."""
+    return frozenset(name for name in _HOOK_NAMES if getattr(cls, name) is not getattr(Hooks, name))
+
+
+def _address(address: tuple[str, int] | None) -> str:
+    if address is None:
+        return "-"
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _stream_address(stream: object, attribute: Any) -> tuple[str, int] | None:
+    if not isinstance(stream, anyio.TypedAttributeProvider):
+        return None
+    value = stream.extra(attribute, None)
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None
+
+
+async def interact(
+    stream: anyio.abc.ByteReceiveStream,
+    sink: anyio.abc.ByteSendStream,
+    hooks: Hooks | None = None,
+    settings: Settings | None = None,
+    *,
+    tls_active: bool = False,
+    peer: tuple[str, int] | None = None,
+    local: tuple[str, int] | None = None,
+) -> Session:
+    """Run one SMTP (or LMTP) session to its end, then close the streams.
+
+    ``stream`` is where the client's bytes come from and ``sink`` where
+    replies go; for a socket, pass the same :class:`anyio.abc.ByteStream`
+    twice.  ``hooks`` decide (the default accepts and discards every
+    message); ``settings`` say what is offered and enforced.  Pass
+    ``tls_active=True`` if the streams are already encrypted.  ``peer`` and
+    ``local`` default to the socket's addresses when the stream has them.
+
+    Client misbehaviour never raises out of here: it gets its SMTP reply,
+    or the connection is closed.  Returns the :class:`Session`.
+    """
+    if peer is None:
+        peer = _stream_address(stream, anyio.abc.SocketAttribute.remote_address)
+    if local is None:
+        local = _stream_address(stream, anyio.abc.SocketAttribute.local_address)
+    driver = _Driver(
+        stream, sink, hooks or Hooks(), settings or Settings(), tls_active, peer, local
+    )
+    await driver.run()
+    return driver.session
