@@ -172,6 +172,14 @@ class Mailbox:
         check_domain(self.domain, utf8=True)
 
     @classmethod
+    def _trusted(cls, local_part: str, domain: str | None) -> Mailbox:
+        """Build from parts the parser has already checked (no second check)."""
+        mailbox = object.__new__(cls)
+        object.__setattr__(mailbox, "local_part", local_part)
+        object.__setattr__(mailbox, "domain", domain)
+        return mailbox
+
+    @classmethod
     def parse(
         cls,
         text: str,
@@ -230,7 +238,7 @@ def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: 
     if not utf8 and not _is_ascii(text):
         raise AddressError(ADDRESS_SYNTAX, f"non-ASCII address: {text!r}")
     if postmaster and text.lower() == "postmaster":
-        return Mailbox(text, None)
+        return Mailbox._trusted(text, None)
     if text.startswith('"'):
         m = _QUOTED[utf8].match(text)
         if m is None:
@@ -254,11 +262,16 @@ def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: 
         raise AddressError(PATH_TOO_LONG, f"local part too long: {text!r}")
     if len(domain.encode("utf-8")) > policy.max_domain:
         raise AddressError(PATH_TOO_LONG, f"domain too long: {text!r}")
+    if not local:
+        raise AddressError(ADDRESS_SYNTAX, f"empty local part: {text!r}")
     try:
         check_domain(domain, utf8=utf8)
-        return Mailbox(local, domain)
     except ValueError as exc:
         raise AddressError(ADDRESS_SYNTAX, str(exc)) from None
+    # All Mailbox.__init__ would check is checked above: the local part
+    # matched the Dot-string or Quoted-string grammar (no control character,
+    # no lone surrogate), is not empty, and the domain is valid.
+    return Mailbox._trusted(local, domain)
 
 
 def split_path(argument: str) -> tuple[str, str]:
@@ -270,6 +283,13 @@ def split_path(argument: str) -> tuple[str, str]:
     """
     if not argument.startswith("<"):
         raise AddressError(ADDRESS_SYNTAX, "the address must be in angle brackets")
+    if '"' not in argument and "[" not in argument:
+        # Neither a quoted local part nor an address literal: the first ">"
+        # ends the path (the common case, without the scan below).
+        end = argument.find(">")
+        if end != -1 and "<" not in argument[1:end]:
+            return argument[: end + 1], argument[end + 1 :]
+        raise AddressError(ADDRESS_SYNTAX, "unterminated path")
     in_quotes = in_literal = False
     i = 1
     n = len(argument)

@@ -332,8 +332,14 @@ def _xtext_value(keyword: str, value: str | None) -> str:
     return decoded
 
 
+_NO_MAIL_PARAMS = MailParams()
+_NO_RCPT_PARAMS = RcptParams()
+
+
 def parse_mail_params(text: str, *, utf8: bool = True) -> MailParams:
     """Parse the parameters after a MAIL path."""
+    if not text or text.isspace():
+        return _NO_MAIL_PARAMS
     fields: dict[str, object] = {}
     extra: list[tuple[str, str | None]] = []
     for keyword, value in split_params(text, utf8=utf8):
@@ -365,6 +371,8 @@ def parse_mail_params(text: str, *, utf8: bool = True) -> MailParams:
 
 def parse_rcpt_params(text: str, *, utf8: bool = True) -> RcptParams:
     """Parse the parameters after an RCPT path."""
+    if not text or text.isspace():
+        return _NO_RCPT_PARAMS
     notify: frozenset[Notify] | None = None
     orcpt: OriginalRecipient | None = None
     extra: list[tuple[str, str | None]] = []

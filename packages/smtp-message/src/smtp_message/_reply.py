@@ -62,6 +62,9 @@ class Reply:
     code: int = attrs.field(validator=attrs.validators.instance_of(int))
     enhanced: str | None = attrs.field(default=None)
     lines: tuple[str, ...] = attrs.field(default=("",), converter=_to_lines)
+    # The serialised form, computed on first use: the named replies are sent
+    # over and over.
+    _wire: bytes | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
 
     @code.validator
     def _check_code(self, _attribute: object, value: int) -> None:
@@ -123,6 +126,13 @@ class Reply:
         serialised form would exceed 512 octets is wrapped at spaces (or cut,
         if it has none) into several lines.
         """
+        wire = self._wire
+        if wire is None:
+            wire = self._serialise()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _serialise(self) -> bytes:
         code = str(self.code)
         lead = f"{self.enhanced} " if self.enhanced else ""
         room = MAX_REPLY_LINE - len(code) - 1 - len(lead) - 2

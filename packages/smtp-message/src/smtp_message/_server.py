@@ -209,6 +209,11 @@ class ServerSettings:
     )
     #: More EHLO keywords to advertise, as (keyword, parameters) pairs.
     extra_extensions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Sessions ask for the extension list on every command; the settings
+    # are immutable, so each of the four variants is built once.
+    _extensions_cache: dict[tuple[bool, bool], Extensions] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.binarymime and not self.chunking:
@@ -222,6 +227,15 @@ class ServerSettings:
 
     def extensions(self, *, tls_active: bool, authenticated: bool) -> Extensions:
         """The extensions to advertise in this state of the session."""
+        key = (tls_active, authenticated)
+        cached = self._extensions_cache.get(key)
+        if cached is None:
+            cached = self._extensions_cache[key] = self._build_extensions(
+                tls_active=tls_active, authenticated=authenticated
+            )
+        return cached
+
+    def _build_extensions(self, *, tls_active: bool, authenticated: bool) -> Extensions:
         entries: list[tuple[str, tuple[str, ...]]] = []
         if self.pipelining or self.lmtp:
             # RFC 2033 4.1: an LMTP server MUST support PIPELINING.
