@@ -20,8 +20,9 @@ __all__ = ["AddressPolicy", "Mailbox", "parse_path"]
 # RFC 6531 3.3:  atext =/ UTF8-non-ascii
 # UTF8-non-ascii is read here as any non-ASCII character except the C1
 # controls (U+0080-U+009F): a control character never reaches a hook.
+# Lone surrogates (U+D800-U+DFFF) are not characters and have no UTF-8 form.
 _ATEXT_ASCII = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~"
-_NON_ASCII = r"\u00a0-\U0010ffff"
+_NON_ASCII = r"\u00a0-\ud7ff\ue000-\U0010ffff"
 # RFC 5321 4.1.2:
 #   Dot-string = Atom *("."  Atom)
 #   Atom       = 1*atext
@@ -171,6 +172,14 @@ class Mailbox:
         check_domain(self.domain, utf8=True)
 
     @classmethod
+    def _trusted(cls, local_part: str, domain: str | None) -> Mailbox:
+        """Build from parts the parser has already checked (no second check)."""
+        mailbox = object.__new__(cls)
+        object.__setattr__(mailbox, "local_part", local_part)
+        object.__setattr__(mailbox, "domain", domain)
+        return mailbox
+
+    @classmethod
     def parse(
         cls,
         text: str,
@@ -229,7 +238,7 @@ def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: 
     if not utf8 and not _is_ascii(text):
         raise AddressError(ADDRESS_SYNTAX, f"non-ASCII address: {text!r}")
     if postmaster and text.lower() == "postmaster":
-        return Mailbox(text, None)
+        return Mailbox._trusted(text, None)
     if text.startswith('"'):
         m = _QUOTED[utf8].match(text)
         if m is None:
@@ -237,7 +246,9 @@ def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: 
         local = _UNESCAPE.sub(r"\1", m[1])
         rest = text[m.end() :]
     else:
-        at = text.rfind("@")
+        # A Dot-string has no "@"; the domain may (a general address
+        # literal's dcontent includes it), so the first "@" is the one.
+        at = text.find("@")
         if at <= 0:
             raise AddressError(ADDRESS_SYNTAX, f"no local part or domain: {text!r}")
         local = text[:at]
@@ -251,22 +262,35 @@ def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: 
         raise AddressError(PATH_TOO_LONG, f"local part too long: {text!r}")
     if len(domain.encode("utf-8")) > policy.max_domain:
         raise AddressError(PATH_TOO_LONG, f"domain too long: {text!r}")
+    if not local:
+        raise AddressError(ADDRESS_SYNTAX, f"empty local part: {text!r}")
     try:
         check_domain(domain, utf8=utf8)
-        return Mailbox(local, domain)
     except ValueError as exc:
         raise AddressError(ADDRESS_SYNTAX, str(exc)) from None
+    # All Mailbox.__init__ would check is checked above: the local part
+    # matched the Dot-string or Quoted-string grammar (no control character,
+    # no lone surrogate), is not empty, and the domain is valid.
+    return Mailbox._trusted(local, domain)
 
 
 def split_path(argument: str) -> tuple[str, str]:
     """Split ``<path> params`` into the path (with brackets) and the rest.
 
-    A quoted local part may contain ``>``, so the end of the path is found by
-    scanning, not by searching.
+    A quoted local part may contain ``>``, and so may an address literal
+    (RFC 5321 4.1.3: dcontent is %d33-90 / %d94-126), so the end of the path
+    is found by scanning, not by searching.
     """
     if not argument.startswith("<"):
         raise AddressError(ADDRESS_SYNTAX, "the address must be in angle brackets")
-    in_quotes = False
+    if '"' not in argument and "[" not in argument:
+        # Neither a quoted local part nor an address literal: the first ">"
+        # ends the path (the common case, without the scan below).
+        end = argument.find(">")
+        if end != -1 and "<" not in argument[1:end]:
+            return argument[: end + 1], argument[end + 1 :]
+        raise AddressError(ADDRESS_SYNTAX, "unterminated path")
+    in_quotes = in_literal = False
     i = 1
     n = len(argument)
     while i < n:
@@ -276,8 +300,13 @@ def split_path(argument: str) -> tuple[str, str]:
                 i += 1
             elif c == '"':
                 in_quotes = False
+        elif in_literal:
+            # dcontent excludes "[", "\" and "]": nothing nests or escapes.
+            in_literal = c != "]"
         elif c == '"':
             in_quotes = True
+        elif c == "[":
+            in_literal = True
         elif c == ">":
             return argument[: i + 1], argument[i + 1 :]
         elif c == "<":

@@ -41,11 +41,18 @@ class BareLineEndings(enum.Enum):
 
 
 def _has_bare(data: bytes | bytearray) -> bool:
-    crlf = data.count(b"\r\n")
-    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+    # Without CR or LF there is nothing to check (memchr-fast); otherwise a
+    # bare one is whatever is left once every CRLF pair is taken out.
+    if b"\r" not in data and b"\n" not in data:
+        return False
+    rest = b"".join(data.split(b"\r\n"))
+    return b"\r" in rest or b"\n" in rest
 
 
-_TERMINATOR_PREFIXES = (b".", b".\r")
+# What the buffer may end with that could be the start of a "\r\n." line
+# or of the terminator "\r\n.\r\n": held back until more arrives, longest
+# first.
+_HELD_TAILS = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
 
 
 @attrs.define(eq=False)
@@ -61,69 +68,71 @@ class DataReader:
 
     ``size`` counts the message octets after unstuffing, which is what RFC
     1870 compares with the SIZE limit.
+
+    Each call works on the whole buffer with ``bytes.find``/``split``/
+    ``join``: its cost does not depend on how many lines start with a dot.
     """
 
     bare_line_endings: BareLineEndings = BareLineEndings.REJECT
     max_size: int | None = None
     size: int = attrs.field(default=0, init=False)
     violation: Reply | None = attrs.field(default=None, init=False)
-    # The first octet in the buffer starts a line (the body itself starts a
-    # line: the octet after "DATA" CRLF).
-    _line_start: bool = attrs.field(default=True, init=False)
+    # True until the first octet of the body has been looked at: the body
+    # starts a line, so a "." there is a dot-stuffed first line or the end.
+    # Everywhere else a line start is the octet after a CRLF, and "\r\n"
+    # stays in the buffer until what follows it is known.
+    _body_start: bool = attrs.field(default=True, init=False)
 
     def read(self, buffer: ReceiveBuffer) -> tuple[bytes, bool]:
         """Consume what ``buffer`` holds; return ``(data, finished)``.
 
         ``data`` is the next piece of the unstuffed body (possibly empty);
         ``finished`` is true once the terminating ``.`` line has been read,
-        and the buffer then holds whatever followed it.
+        and the buffer then holds whatever followed it.  At most four
+        octets (the start of a possible ``CRLF . CRLF``) are left in the
+        buffer when ``finished`` is false.
         """
         data = buffer.data
-        n = len(data)
-        pieces: list[bytearray] = []
-        pos = 0
-        finished = False
-        line_start = self._line_start
-        while True:
-            if line_start:
-                if pos >= n:
+        start = 0
+        if self._body_start:
+            if not data:
+                return b"", False
+            if data[0] == 0x2E:  # "."
+                head = bytes(data[:3])
+                if head == b".\r\n":
+                    # An empty message: "DATA", then the terminator at once.
+                    buffer.consume(3)
+                    return b"", True
+                if head in (b".", b".\r"):
+                    return b"", False  # too early to tell: wait for more
+                start = 1  # a dot-stuffed first line
+            self._body_start = False
+        # RFC 5321 4.1.1.4: the mail data ends with a line containing only
+        # ".", i.e. "CRLF . CRLF"; a bare CR or LF never ends a line here.
+        first_dot = data.find(b"\r\n.", start)
+        end = -1 if first_dot == -1 else data.find(b"\r\n.\r\n", first_dot)
+        finished = end != -1
+        if finished:
+            stop = end + 2  # the CRLF ends the last line of the body
+            consumed = end + 5
+        else:
+            stop = len(data)
+            for tail in _HELD_TAILS:
+                if data.endswith(tail):
+                    stop -= len(tail)
                     break
-                if data[pos] == 0x2E:  # "."
-                    head = bytes(data[pos : pos + 3])
-                    if head == b".\r\n":
-                        # RFC 5321 4.1.1.4: the mail data ends with a line
-                        # containing only ".".
-                        pos += 3
-                        finished = True
-                        break
-                    if head in _TERMINATOR_PREFIXES:
-                        break  # too early to tell: wait for more
-                    # RFC 5321 4.5.2: "If the first character is a period and
-                    # there are other characters on the line, the first
-                    # character is deleted."
-                    pos += 1
-                line_start = False
-            found = data.find(b"\r\n.", pos)
-            if found != -1:
-                pieces.append(data[pos : found + 2])
-                pos = found + 2
-                line_start = True
-                continue
-            # No line starting with "." in what we have.  Give out all of
-            # it except a final CR, which may be the start of a CRLF.
-            if n - pos >= 2 and data.endswith(b"\r\n"):
-                end, line_start = n, True
-            elif n > pos and data[n - 1] == 0x0D:
-                end = n - 1
+            stop = consumed = max(stop, start)
+        out: bytes = b""
+        if stop > start:
+            if first_dot == -1 or first_dot >= stop:
+                out = bytes(data[start:stop])
             else:
-                end = n
-            if end > pos:
-                pieces.append(data[pos:end])
-            pos = end
-            break
-        self._line_start = line_start
-        buffer.consume(pos)
-        out = pieces[0] if len(pieces) == 1 else b"".join(pieces) if pieces else b""
+                # RFC 5321 4.5.2: "If the first character is a period and
+                # there are other characters on the line, the first
+                # character is deleted."  Every line start but the body's
+                # first follows a CRLF.
+                out = b"\r\n".join(data[start:stop].split(b"\r\n."))
+        buffer.consume(consumed)
         if self.violation is None and out:
             if self.bare_line_endings is not BareLineEndings.KEEP and _has_bare(out):
                 self.violation = BARE_LINE_ENDING
@@ -133,7 +142,7 @@ class DataReader:
                     self.violation = MESSAGE_TOO_BIG
         if self.violation is not None:
             return b"", finished
-        return bytes(out), finished
+        return out, finished
 
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")

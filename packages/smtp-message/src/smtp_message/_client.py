@@ -70,10 +70,11 @@ class DataResponse:
 ClientEvent = Greeting | Response | DataResponse | ConnectionClosed
 
 # RFC 2920 3.1: "RSET, MAIL FROM, SEND FROM, SOML FROM, SAML FROM, and RCPT
-# TO can appear anywhere in a pipelined command group", and RFC 3030 4.2
-# pipelines BDAT chunks.  Every other command ends a group: the client waits
-# for the replies before sending anything more.
-_PIPELINABLE = frozenset({"RSET", "MAIL", "RCPT", "BDAT", "BDAT LAST"})
+# TO can appear anywhere in a pipelined command group", "the actual transfer
+# of message content is explicitly allowed to be the first 'command' in a
+# group", and RFC 3030 4.2 pipelines BDAT chunks.  Every other command ends
+# a group: the client waits for the replies before sending anything more.
+_PIPELINABLE = frozenset({"RSET", "MAIL", "RCPT", "BDAT", "BDAT LAST", END_OF_DATA})
 
 # The reply that lets each command go on, for the state a pipelining
 # client expects to be in once its commands succeed.
@@ -190,7 +191,9 @@ class ClientConnection:
             )
             if reply.code == 421:
                 self._close()
-            elif not self._pending:
+            elif not (self._pending and self._pending[0][0] == END_OF_DATA):
+                # The body's last reply (LMTP: one per recipient); commands
+                # pipelined after the body may still be waiting for theirs.
                 self._finish_body(reply)
             return event
         assert isinstance(command, Command | AuthResponse)
@@ -265,7 +268,8 @@ class ClientConnection:
         state = self._projected
         if self.state is ClientState.GREETING:
             raise LocalProtocolError("wait for the server's greeting")
-        if self.state in (ClientState.CLOSED, ClientState.STARTTLS, ClientState.DATA):
+        body_open = self.state is ClientState.DATA and self._stuffer is not None
+        if self.state in (ClientState.CLOSED, ClientState.STARTTLS) or body_open:
             raise LocalProtocolError(f"cannot send {trigger} in state {self.state.name}")
         if not client_is_legal(state, trigger):
             raise LocalProtocolError(f"{trigger} is out of sequence in state {state.name}")
@@ -349,6 +353,9 @@ class ClientConnection:
         recipients: list[RcptTo | None] = list(self.accepted) if self.lmtp else [None]
         for rcpt in recipients or [None]:
             self._pending.append((END_OF_DATA, rcpt))
+        # What may be pipelined after the body (RFC 2920 3.1) is judged
+        # from the state its success would lead to.
+        self._projected = client_next(ClientState.DATA, END_OF_DATA, 250)
         return out
 
     @property

@@ -57,6 +57,11 @@ class Extensions:
     entries: tuple[tuple[str, tuple[str, ...]], ...] = attrs.field(
         default=(), converter=_to_entries, validator=_check_entries
     )
+    _index: dict[str, tuple[str, ...]] = attrs.field(init=False, eq=False, hash=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Looked up on every command a session checks: a dict, not a scan.
+        object.__setattr__(self, "_index", dict(self.entries))
 
     @classmethod
     def from_reply(cls, reply: Reply) -> Extensions:
@@ -79,15 +84,11 @@ class Extensions:
         return cls(entries.items())
 
     def __contains__(self, keyword: object) -> bool:
-        return isinstance(keyword, str) and any(k == keyword.upper() for k, _ in self.entries)
+        return isinstance(keyword, str) and keyword.upper() in self._index
 
     def params(self, keyword: str) -> tuple[str, ...] | None:
         """The parameters of ``keyword``, or ``None`` if it is not listed."""
-        keyword = keyword.upper()
-        for k, params in self.entries:
-            if k == keyword:
-                return params
-        return None
+        return self._index.get(keyword.upper())
 
     def lines(self) -> list[str]:
         """One reply line per extension, as a server lists them."""

@@ -30,10 +30,11 @@ __all__ = [
 #   esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
 #   esmtp-value   = 1*(%d33-60 / %d62-126)
 # RFC 6531 3.3:  esmtp-value =/ UTF8-non-ascii
+# (read as in _address.py: no C1 controls, no lone surrogates)
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _VALUE = {
     False: re.compile(r"[\x21-\x3c\x3e-\x7e]+"),
-    True: re.compile(r"[\x21-\x3c\x3e-\x7e\u00a0-\U0010ffff]+"),
+    True: re.compile(r"[\x21-\x3c\x3e-\x7e\u00a0-\ud7ff\ue000-\U0010ffff]+"),
 }
 
 # RFC 3461 4:
@@ -118,11 +119,21 @@ def _printable(value: str | None, what: str) -> str | None:
 
 
 def _check_extra(
-    _instance: object, _attribute: object, value: tuple[tuple[str, str | None], ...]
+    instance: object, _attribute: object, value: tuple[tuple[str, str | None], ...]
 ) -> None:
+    # The typed fields have their own attributes: a second copy in ``extra``
+    # would serialise to a command with a repeated keyword, which no server
+    # (this package's parser included) accepts.
+    typed = _MAIL_KEYWORDS if isinstance(instance, MailParams) else _RCPT_KEYWORDS
+    seen: set[str] = set()
     for keyword, val in value:
         if not _KEYWORD.fullmatch(keyword) or keyword != keyword.upper():
             raise ValueError(f"bad ESMTP keyword {keyword!r}")
+        if keyword in typed:
+            raise ValueError(f"{keyword} has a field of its own, not in extra")
+        if keyword in seen:
+            raise ValueError(f"ESMTP keyword {keyword} given twice")
+        seen.add(keyword)
         if val is not None and not _VALUE[True].fullmatch(val):
             raise ValueError(f"bad ESMTP value {val!r}")
 
@@ -139,10 +150,15 @@ def _check_size(_instance: object, _attribute: object, value: int | None) -> Non
 
 
 def _check_envid(_instance: object, _attribute: object, value: str | None) -> None:
+    # RFC 5321 4.1.2: an esmtp-value has at least one character.
+    if value == "":
+        raise ValueError("ENVID cannot be empty")
     _printable(value, "ENVID")
 
 
 def _check_auth(_instance: object, _attribute: object, value: str | None) -> None:
+    if value == "":
+        raise ValueError("AUTH= cannot be empty (use '<>' for no identity)")
     _printable(value, "AUTH=")
 
 
@@ -206,6 +222,10 @@ class MailParams:
             "REQUIRETLS": self.requiretls,
         }
         return frozenset([k for k, v in present.items() if v] + [k for k, _ in self.extra])
+
+
+_MAIL_KEYWORDS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS"})
+_RCPT_KEYWORDS = frozenset({"NOTIFY", "ORCPT"})
 
 
 def _check_notify(_instance: object, _attribute: object, value: frozenset[Notify] | None) -> None:
@@ -312,8 +332,14 @@ def _xtext_value(keyword: str, value: str | None) -> str:
     return decoded
 
 
+_NO_MAIL_PARAMS = MailParams()
+_NO_RCPT_PARAMS = RcptParams()
+
+
 def parse_mail_params(text: str, *, utf8: bool = True) -> MailParams:
     """Parse the parameters after a MAIL path."""
+    if not text or text.isspace():
+        return _NO_MAIL_PARAMS
     fields: dict[str, object] = {}
     extra: list[tuple[str, str | None]] = []
     for keyword, value in split_params(text, utf8=utf8):
@@ -345,6 +371,8 @@ def parse_mail_params(text: str, *, utf8: bool = True) -> MailParams:
 
 def parse_rcpt_params(text: str, *, utf8: bool = True) -> RcptParams:
     """Parse the parameters after an RCPT path."""
+    if not text or text.isspace():
+        return _NO_RCPT_PARAMS
     notify: frozenset[Notify] | None = None
     orcpt: OriginalRecipient | None = None
     extra: list[tuple[str, str | None]] = []

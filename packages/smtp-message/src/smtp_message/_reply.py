@@ -33,8 +33,9 @@ _ENHANCED_PREFIX = re.compile(rf"([245]\.{_NUM}\.{_NUM})(?: |$)")
 # RFC 5321 4.2:  textstring = 1*(%d09 / %d32-126) ; HT, SP, Printable US-ASCII
 # RFC 6531 3.7.4.2 allows UTF-8 in reply text.  What is never allowed is a
 # control character (CR and LF above all: they would end the line and let
-# the text forge a reply).
-_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# the text forge a reply).  Lone surrogates are not characters UTF-8 can
+# carry: such a value could be built but never sent.
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _to_lines(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -61,6 +62,9 @@ class Reply:
     code: int = attrs.field(validator=attrs.validators.instance_of(int))
     enhanced: str | None = attrs.field(default=None)
     lines: tuple[str, ...] = attrs.field(default=("",), converter=_to_lines)
+    # The serialised form, computed on first use: the named replies are sent
+    # over and over.
+    _wire: bytes | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
 
     @code.validator
     def _check_code(self, _attribute: object, value: int) -> None:
@@ -122,6 +126,13 @@ class Reply:
         serialised form would exceed 512 octets is wrapped at spaces (or cut,
         if it has none) into several lines.
         """
+        wire = self._wire
+        if wire is None:
+            wire = self._serialise()
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _serialise(self) -> bytes:
         code = str(self.code)
         lead = f"{self.enhanced} " if self.enhanced else ""
         room = MAX_REPLY_LINE - len(code) - 1 - len(lead) - 2

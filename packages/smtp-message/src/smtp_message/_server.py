@@ -97,7 +97,7 @@ from ._state import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable
 
 __all__ = ["ServerConnection", "ServerSettings", "Transaction"]
 
@@ -136,11 +136,11 @@ def _check_mechanisms(_instance: object, _attribute: object, value: tuple[str, .
             raise ValueError(f"not a SASL mechanism name: {mechanism!r}")
 
 
-def _to_mechanisms(value: Sequence[str]) -> tuple[str, ...]:
+def _to_mechanisms(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(m.upper() for m in value)
 
 
-def _upper_keywords(value: Sequence[str]) -> frozenset[str]:
+def _upper_keywords(value: Iterable[str]) -> frozenset[str]:
     return frozenset(v.upper() for v in value)
 
 
@@ -209,17 +209,33 @@ class ServerSettings:
     )
     #: More EHLO keywords to advertise, as (keyword, parameters) pairs.
     extra_extensions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Sessions ask for the extension list on every command; the settings
+    # are immutable, so each of the four variants is built once.
+    _extensions_cache: dict[tuple[bool, bool], Extensions] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.binarymime and not self.chunking:
             # RFC 3030 3: BINARYMIME requires CHUNKING.
             raise ValueError("binarymime needs chunking")
-        if self.max_message_size is not None and self.max_message_size < 0:
-            raise ValueError("max_message_size must not be negative")
+        if self.max_message_size is not None and self.max_message_size < 1:
+            # RFC 1870 4: "SIZE 0" advertises no limit, so a limit of 0
+            # octets could not be advertised as it is enforced.
+            raise ValueError("max_message_size must be at least 1 (None: no limit)")
         Extensions(self.extra_extensions)  # validates them
 
     def extensions(self, *, tls_active: bool, authenticated: bool) -> Extensions:
         """The extensions to advertise in this state of the session."""
+        key = (tls_active, authenticated)
+        cached = self._extensions_cache.get(key)
+        if cached is None:
+            cached = self._extensions_cache[key] = self._build_extensions(
+                tls_active=tls_active, authenticated=authenticated
+            )
+        return cached
+
+    def _build_extensions(self, *, tls_active: bool, authenticated: bool) -> Extensions:
         entries: list[tuple[str, tuple[str, ...]]] = []
         if self.pipelining or self.lmtp:
             # RFC 2033 4.1: an LMTP server MUST support PIPELINING.

@@ -53,6 +53,10 @@ class ServerState(enum.Enum):
     #: 221 or 421 sent; the connection is to be closed.
     CLOSED = "CLOSED"
 
+    # Members are singletons: hash by identity, in C (Enum's own __hash__
+    # hashes the name in Python, and the table is consulted on every event).
+    __hash__ = object.__hash__
+
 
 class ClientState(enum.Enum):
     """Where a client session is, as far as the server's replies tell."""
@@ -77,6 +81,8 @@ class ClientState(enum.Enum):
     STARTTLS = "STARTTLS"
     #: QUIT answered, 421 received, or the connection dropped.
     CLOSED = "CLOSED"
+
+    __hash__ = object.__hash__
 
 
 # Non-command triggers.
