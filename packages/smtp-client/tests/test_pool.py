@@ -148,25 +148,27 @@ async def test_client_refuses_sends_after_close() -> None:
         await client.send(SmartHost("127.0.0.1", 9), envelope(), BODY)
 
 
-async def test_pool_ends_a_354_after_refused_recipients_with_a_dot() -> None:
-    """RFC 2920 3.1: DATA accepted although every pipelined RCPT failed: "the
-    client SHOULD send a single dot"; the session stays usable."""
+async def test_pool_drops_the_connection_after_354_to_refused_recipients() -> None:
+    """RFC 2920 3.1: DATA accepted although every pipelined RCPT failed.  The
+    empty message is ended by closing the connection (nothing is delivered);
+    the recipients keep their RCPT replies, and the next message goes over a
+    new connection."""
     dialogue = Dialogue(
         replies={
             "RCPT": b"550 5.1.1 no such user\r\n",
             "DATA": b"354 go ahead anyway\r\n",
-            ".": b"554 5.5.1 no valid recipients\r\n",
         }
     )
     async with scripted_server(dialogue) as server:
         destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.none())
         async with Client(helo="client.test", timeouts=FAST) as client:
             first = await client.send(destination, envelope("ghost@x.test"), BODY)
-            assert first.recipients[0].reply.code == 550
-            assert first.recipients[0].status is Status.PERMANENT
-            await client.send(destination, envelope("ghost@x.test"), BODY)
-    assert dialogue.bodies == [b"", b""]
-    assert len(server.peers) == 1
+            second = await client.send(destination, envelope("ghost2@x.test"), BODY)
+    for result in (first, second):
+        assert result.recipients[0].reply.code == 550
+        assert result.recipients[0].status is Status.PERMANENT
+    assert dialogue.bodies == []
+    assert len(server.peers) == 2
 
 
 def test_client_refuses_a_bad_helo_name() -> None:

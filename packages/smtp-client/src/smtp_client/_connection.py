@@ -776,11 +776,12 @@ class _Transaction:
             self.decide_undecided(self.mail_reply)
         if not self.accepted:
             if data_reply is not None and data_reply.code == 354:
-                # RFC 2920 3.1: DATA accepted although every RCPT failed:
-                # "the client SHOULD send a single dot"; its reply changes
-                # nothing.
-                await conn._write(proto.end_body(), t.data_block)
-                await conn._reply(t.data_end)
+                # RFC 2920 3.1: DATA accepted although every RCPT failed.
+                # The client "SHOULD send a single dot", but smtp_message's
+                # state machine has no DATA without a recipient; closing the
+                # connection ends the empty message just as surely (nothing
+                # can be delivered), at the cost of this connection.
+                await conn.abort()
             return
         if bdat:
             await self._send_chunks(body, pipelining)

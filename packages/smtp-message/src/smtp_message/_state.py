@@ -234,9 +234,6 @@ CLIENT_TRANSITIONS: Final[tuple[tuple[ClientState, str, str, ClientState], ...]]
     (_C.MAIL, "RCPT", "2", _C.RCPT),
     (_C.RCPT, "RCPT", "2", _C.RCPT),
     (_C.RCPT, "DATA", "3", _C.DATA),
-    # RFC 2920 3.1: a server may accept DATA although every pipelined RCPT
-    # was refused; "the client SHOULD send a single dot" to end it.
-    (_C.MAIL, "DATA", "3", _C.DATA),
     (_C.DATA, END_OF_DATA, "*", _C.READY),
     (_C.RCPT, "BDAT", "2", _C.BDAT),
     (_C.RCPT, "BDAT", "4", _C.READY),
