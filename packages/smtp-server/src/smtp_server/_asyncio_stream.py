@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import anyio.abc
@@ -51,9 +51,11 @@ class StreamProtocol(asyncio.Protocol):
         self.writing_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._on_connection(AsyncioSocketStream(transport, self))
+        # A stream transport, though not necessarily an asyncio.Transport
+        # subclass: uvloop's TCPTransport is not one.
+        stream_transport = cast("asyncio.Transport", transport)
+        self.transport = stream_transport
+        self._on_connection(AsyncioSocketStream(stream_transport, self))
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
