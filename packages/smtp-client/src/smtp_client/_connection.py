@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 import attrs
+import smtp_transport
 import sniffio
 from anyio.streams.tls import TLSStream
 
@@ -54,7 +55,6 @@ from smtp_message import (
     StartTls,
 )
 
-from . import _asyncio_stream as asyncio_stream
 from ._body import Body
 from ._errors import (
     AuthError,
@@ -228,7 +228,7 @@ class Connection:
                 if path is not None:
                     stream: anyio.abc.ByteStream = await anyio.connect_unix(path)
                 elif sniffio.current_async_library() == "asyncio" and _is_ip(host):
-                    stream = await asyncio_stream.connect_tcp(host, port, local_host=local_address)
+                    stream = await smtp_transport.connect_tcp(host, port, local_host=local_address)
                 else:
                     stream = await anyio.connect_tcp(host, port, local_host=local_address)
         except TimeoutError:

@@ -13,10 +13,10 @@ import anyio
 import anyio.abc
 import attrs
 import sniffio
+from smtp_transport import AsyncioSocketStream, serve_asyncio
 
 from smtp_message import Reply, replies
 
-from ._asyncio_stream import AsyncioSocketStream, serve_asyncio
 from ._hooks import Hooks
 from ._session import _Driver, _stream_address
 from ._settings import Settings

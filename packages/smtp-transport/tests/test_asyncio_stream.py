@@ -1,11 +1,15 @@
-"""The lean asyncio socket stream (asyncio only, by design: under trio the
-client uses anyio's own stream, as the last test checks on both backends).
+"""The lean asyncio socket stream, on both its sides: accepting and connecting.
 
-Real sockets on 127.0.0.1; the peer is an anyio listener in the same loop.
+asyncio only, by design (under trio, anyio's own streams are used; the
+server's and the client's tests check that), here on plain asyncio and on
+uvloop, whose transports are not asyncio.Transport subclasses.  Real
+sockets on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -13,17 +17,19 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 import pytest
-
-from smtp_client import Connection
-from smtp_client._asyncio_stream import HIGH_WATER, AsyncioSocketStream, connect_tcp
-
-from .conftest import Dialogue, scripted_server
+from smtp_transport import HIGH_WATER, AsyncioSocketStream, connect_tcp, serve_asyncio
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
 pytestmark = pytest.mark.anyio
-asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+asyncio_only = pytest.mark.parametrize(
+    "anyio_backend",
+    [
+        pytest.param("asyncio", id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ],
+)
 
 
 @asynccontextmanager
@@ -140,13 +146,87 @@ async def test_asyncio_stream_refused_connection_is_oserror() -> None:
         await connect_tcp("127.0.0.1", port)
 
 
-async def test_connection_uses_the_lean_stream_only_on_asyncio(anyio_backend: str) -> None:
-    """Under asyncio a session to an IP address runs on the lean stream; under
-    trio, or to a host name (anyio tries each of its addresses), on anyio's."""
-    async with scripted_server(Dialogue()) as server:
-        for host, lean in [("127.0.0.1", anyio_backend == "asyncio"), ("localhost", False)]:
-            conn = await Connection.open(host, server.port, helo="c.test")
+class Accepted:
+    """Collects the streams serve_asyncio hands over; wait() for the first."""
+
+    def __init__(self) -> None:
+        self.streams: list[AsyncioSocketStream] = []
+        self._event = anyio.Event()
+
+    def __call__(self, stream: AsyncioSocketStream) -> None:
+        self.streams.append(stream)
+        self._event.set()
+
+    async def first(self) -> AsyncioSocketStream:
+        await self._event.wait()
+        return self.streams[0]
+
+
+@asyncio_only
+async def test_stream_bounds_what_it_buffers_for_a_slow_reader() -> None:
+    """A client that sends faster than the session reads costs the server at
+    most the high-water mark (plus one read) of buffered data: reading is
+    paused, and TCP's window makes the client wait."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    accepted = Accepted()
+    payload = os.urandom(8 * 1024 * 1024)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_asyncio, listening, accepted)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+
+        async def send_all() -> None:
+            await client.send(payload)
+            await client.send_eof()
+
+        tg.start_soon(send_all)
+        stream = await accepted.first()
+        # Nobody reads for a while: the server must stop reading.
+        await anyio.sleep(0.5)
+        buffered = stream._protocol.buffered
+        assert buffered <= HIGH_WATER + 262144
+        assert stream._protocol.reading_paused
+        # Reading resumes and every octet arrives, in order.
+        digest = hashlib.sha256()
+        received = 0
+        while True:
             try:
-                assert isinstance(conn.stream, AsyncioSocketStream) == lean
-            finally:
-                await conn.aclose()
+                chunk = await stream.receive()
+            except anyio.EndOfStream:
+                break
+            digest.update(chunk)
+            received += len(chunk)
+        assert received == len(payload)
+        assert digest.digest() == hashlib.sha256(payload).digest()
+        await stream.aclose()
+        await client.aclose()
+        tg.cancel_scope.cancel()
+
+
+@asyncio_only
+async def test_stream_reports_the_peer_and_closed_states() -> None:
+    """Addresses as anyio's SocketStream gives them; receive after close
+    raises ClosedResourceError, after the peer's EOF EndOfStream."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    accepted = Accepted()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_asyncio, listening, accepted)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        stream = await accepted.first()
+        client_port = client.extra(anyio.abc.SocketAttribute.local_port)
+        assert stream.peer == ("127.0.0.1", client_port)
+        assert stream.extra(anyio.abc.SocketAttribute.remote_port) == client_port
+        assert stream.extra(anyio.abc.SocketAttribute.local_address) == ("127.0.0.1", port)
+        await stream.send(b"hello")
+        assert await client.receive() == b"hello"
+        await client.send_eof()
+        with pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+        await stream.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.receive()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.send(b"x")
+        await client.aclose()
+        tg.cancel_scope.cancel()

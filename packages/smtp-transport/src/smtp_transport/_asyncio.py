@@ -1,16 +1,17 @@
-"""A lean socket stream for asyncio, used by :func:`serve` on that backend.
+"""A lean :class:`anyio.abc.SocketStream` for asyncio.
 
 anyio's own asyncio ``SocketStream`` pauses reading after every receive and
 resumes it before the next (two ``epoll_ctl`` calls), and yields to the
 event loop after every send.  For a protocol of many small exchanges that
 is most of the cost of a session.  This stream keeps reading enabled and
-buffers what arrives, up to a bound (then it pauses, so a client that
-floods cannot make the server hold more), and writes straight to the
-transport, waiting only when the transport's own buffer is full.
+buffers what arrives, up to a bound (then it pauses, so a peer that floods
+cannot make us hold more), and writes straight to the transport, waiting
+only when the transport's own buffer is full.
 
-It implements :class:`anyio.abc.SocketStream`, so :func:`interact`, TLS
-(:class:`anyio.streams.tls.TLSStream`) and everything else see no
-difference.  trio's sockets have no such overhead and are used as they are.
+It implements :class:`anyio.abc.SocketStream`, so the code above it, TLS
+(:class:`anyio.streams.tls.TLSStream`) and timeouts (anyio cancel scopes)
+see no difference.  trio's sockets have no such overhead and are used as
+anyio gives them.
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Mapping
 
-__all__ = ["StreamProtocol", "serve_asyncio"]
+__all__ = [
+    "HIGH_WATER",
+    "LOW_WATER",
+    "AsyncioSocketStream",
+    "StreamProtocol",
+    "connect_tcp",
+    "serve_asyncio",
+]
 
 #: Pause reading once this much is buffered and not yet consumed; resume
-#: below a quarter of it.  Bounds the memory a flooding client costs.
+#: below a quarter of it.  Bounds the memory a flooding peer costs.
 HIGH_WATER = 256 * 1024
 LOW_WATER = HIGH_WATER // 4
 
@@ -38,7 +46,7 @@ LOW_WATER = HIGH_WATER // 4
 class StreamProtocol(asyncio.Protocol):
     """Buffers what the transport delivers for :class:`AsyncioSocketStream`."""
 
-    def __init__(self, on_connection: Callable[[AsyncioSocketStream], None]) -> None:
+    def __init__(self, on_connection: Callable[[AsyncioSocketStream], None] | None = None) -> None:
         self._on_connection = on_connection
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
@@ -55,7 +63,8 @@ class StreamProtocol(asyncio.Protocol):
         # subclass: uvloop's TCPTransport is not one.
         stream_transport = cast("asyncio.Transport", transport)
         self.transport = stream_transport
-        self._on_connection(AsyncioSocketStream(stream_transport, self))
+        if self._on_connection is not None:
+            self._on_connection(AsyncioSocketStream(stream_transport, self))
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -204,3 +213,19 @@ async def serve_asyncio(
         await anyio.sleep_forever()
     finally:
         server.close()
+
+
+async def connect_tcp(
+    address: str, port: int, *, local_host: str | None = None
+) -> AsyncioSocketStream:
+    """Connect to the IP ``address``, ``port`` under asyncio (or uvloop).
+
+    Raises :class:`OSError` on failure.  Host names are for
+    :func:`anyio.connect_tcp`, which tries every address of a name (Happy
+    Eyeballs, RFC 8305).
+    """
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(
+        StreamProtocol, address, port, local_addr=(local_host, 0) if local_host else None
+    )
+    return AsyncioSocketStream(transport, protocol)
