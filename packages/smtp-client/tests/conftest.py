@@ -207,6 +207,8 @@ class Dialogue:
     after_starttls: bytes = b""
     #: Bodies received (unstuffed DATA, or joined BDAT chunks).
     bodies: list[bytes] = attrs.field(factory=list)
+    #: What the client said after a refusing greeting (None: it hung up).
+    after_refusal: list[bytes | None] = attrs.field(factory=list)
 
     def _reply(self, verb: str, line: bytes, default: bytes) -> bytes | None:
         value = self.replies.get(verb, default)
@@ -216,7 +218,7 @@ class Dialogue:
     async def __call__(self, peer: Peer) -> None:
         await peer.send(self.greeting)
         if not self.greeting.startswith(b"2"):
-            await peer.line()
+            self.after_refusal.append(await peer.line())
             return
         accepted = 0
         mail_ok = False

@@ -133,11 +133,13 @@ async def test_send_421_greeting_is_transient_with_the_servers_reply() -> None:
 
 
 async def test_send_554_greeting_is_permanent() -> None:
-    """RFC 5321 3.1: "554 No SMTP service here"."""
+    """RFC 5321 3.1: "554 No SMTP service here"; the server "MUST still wait
+    for the client to send a QUIT", and the client sends it."""
     dialogue = Dialogue(greeting=b"554 5.3.2 no service\r\n")
     result, _ = await send(dialogue, envelope("a@x.test"))
     assert result.recipients[0].status is Status.PERMANENT
     assert result.recipients[0].reply.code == 554
+    assert dialogue.after_refusal == [b"QUIT"]
 
 
 async def test_send_421_after_mail_ends_the_transaction_transiently() -> None:

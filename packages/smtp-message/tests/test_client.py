@@ -102,13 +102,17 @@ def test_client_waits_for_the_greeting() -> None:
     assert conn.send(Ehlo("c.example")) == b"EHLO c.example\r\n"
 
 
-def test_client_554_greeting_closes() -> None:
-    """RFC 5321 3.1: a 554 greeting refuses the session."""
+def test_client_554_greeting_allows_only_quit() -> None:
+    """RFC 5321 3.1: after a 554 greeting the server "MUST still wait for the
+    client to send a QUIT"; the client may send that and nothing else."""
     conn = ClientConnection()
     assert isinstance(answer(conn, b"554 mx.example go away\r\n"), Greeting)
-    assert state_of(conn) is ClientState.CLOSED
+    assert state_of(conn) is ClientState.NO_SERVICE
     with pytest.raises(LocalProtocolError):
         conn.send(Ehlo("c.example"))
+    assert conn.send(Quit()) == b"QUIT\r\n"
+    assert isinstance(answer(conn, b"221 2.0.0 Bye\r\n"), Response)
+    assert state_of(conn) is ClientState.CLOSED
 
 
 def test_client_reads_extensions_from_ehlo() -> None:

@@ -268,8 +268,14 @@ class Connection:
         assert isinstance(event, Greeting)
         self.greeting = event.reply
         if not event.reply.is_positive:
-            # RFC 5321 3.1: a 554 greeting means no service here; RFC 5321
-            # 5.1 moves on to the next exchanger after a 4xx one.
+            # RFC 5321 3.1: a 554 greeting means no service here, and the
+            # server "MUST still wait for the client to send a QUIT": say it,
+            # briefly, then give up.  RFC 5321 5.1 moves on to the next
+            # exchanger after a 4xx one (a 421 has closed the session).
+            if self._conn.state is ClientState.NO_SERVICE:
+                with anyio.move_on_after(min(self.timeouts.command, 10.0)):
+                    with contextlib.suppress(ClientError, LocalProtocolError):
+                        await self._command(Quit(), self.timeouts.command)
             raise ReplyError(
                 "the server refused the session",
                 reply=event.reply,

@@ -79,6 +79,8 @@ class ClientState(enum.Enum):
     AUTH = "AUTH"
     #: The server sent 220 to STARTTLS: the TLS handshake is due.
     STARTTLS = "STARTTLS"
+    #: The greeting was 554: only QUIT may be sent (RFC 5321 3.1).
+    NO_SERVICE = "NO_SERVICE"
     #: QUIT answered, 421 received, or the connection dropped.
     CLOSED = "CLOSED"
 
@@ -223,8 +225,10 @@ _CLIENT_COMMAND_STATES = (_C.HELLO, _C.READY, _C.MAIL, _C.RCPT, _C.BDAT)
 
 CLIENT_TRANSITIONS: Final[tuple[tuple[ClientState, str, str, ClientState], ...]] = (
     (_C.GREETING, GREETING, "2", _C.HELLO),
-    # A 554 greeting: the client can only QUIT (RFC 5321 3.1).
-    (_C.GREETING, GREETING, "5", _C.CLOSED),
+    # RFC 5321 3.1: after a 554 greeting the server "MUST still wait for
+    # the client to send a QUIT": the client may send that, and nothing else.
+    (_C.GREETING, GREETING, "5", _C.NO_SERVICE),
+    (_C.NO_SERVICE, "QUIT", "*", _C.CLOSED),
     *[
         (s, verb, "2", _C.READY)
         for verb in ("HELO", "EHLO", "LHLO")
