@@ -188,6 +188,9 @@ class MailParams:
     extra: tuple[tuple[str, str | None], ...] = attrs.field(
         default=(), converter=_to_extra, validator=_check_extra
     )
+    _keywords: frozenset[str] | None = attrs.field(
+        default=None, init=False, eq=False, hash=False, repr=False
+    )
 
     def to_strings(self) -> list[str]:
         """The parameters as they appear on a MAIL command line."""
@@ -212,16 +215,21 @@ class MailParams:
     @property
     def keywords(self) -> frozenset[str]:
         """Upper-case keywords of every parameter present."""
-        present = {
-            "SIZE": self.size is not None,
-            "BODY": self.body is not None,
-            "SMTPUTF8": self.smtputf8,
-            "RET": self.ret is not None,
-            "ENVID": self.envid is not None,
-            "AUTH": self.auth is not None,
-            "REQUIRETLS": self.requiretls,
-        }
-        return frozenset([k for k, v in present.items() if v] + [k for k, _ in self.extra])
+        keywords = self._keywords
+        if keywords is None:
+            present = {
+                "SIZE": self.size is not None,
+                "BODY": self.body is not None,
+                "SMTPUTF8": self.smtputf8,
+                "RET": self.ret is not None,
+                "ENVID": self.envid is not None,
+                "AUTH": self.auth is not None,
+                "REQUIRETLS": self.requiretls,
+            }
+            keywords = frozenset([k for k, v in present.items() if v] + [k for k, _ in self.extra])
+            # Asked on every MAIL a session checks or sends: computed once.
+            object.__setattr__(self, "_keywords", keywords)
+        return keywords
 
 
 _MAIL_KEYWORDS = frozenset({"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS"})
@@ -257,6 +265,9 @@ class RcptParams:
     extra: tuple[tuple[str, str | None], ...] = attrs.field(
         default=(), converter=_to_extra, validator=_check_extra
     )
+    _keywords: frozenset[str] | None = attrs.field(
+        default=None, init=False, eq=False, hash=False, repr=False
+    )
 
     def to_strings(self) -> list[str]:
         """The parameters as they appear on an RCPT command line."""
@@ -272,8 +283,12 @@ class RcptParams:
     @property
     def keywords(self) -> frozenset[str]:
         """Upper-case keywords of every parameter present."""
-        present = [k for k, v in (("NOTIFY", self.notify), ("ORCPT", self.orcpt)) if v]
-        return frozenset(present + [k for k, _ in self.extra])
+        keywords = self._keywords
+        if keywords is None:
+            present = [k for k, v in (("NOTIFY", self.notify), ("ORCPT", self.orcpt)) if v]
+            keywords = frozenset(present + [k for k, _ in self.extra])
+            object.__setattr__(self, "_keywords", keywords)
+        return keywords
 
 
 def split_params(text: str, *, utf8: bool) -> list[tuple[str, str | None]]:

@@ -231,11 +231,15 @@ class ReplyParser:
             if m and m[1][0] == str(code)[0]:
                 enhanced = m[1]
                 texts = [_strip_enhanced(t, enhanced) for t in texts]
-        try:
-            return Reply(code, enhanced, texts)
-        except ValueError as exc:
-            # Only a too-long line can get here; the text itself is clean.
-            raise ReplySyntaxError(str(exc)) from None
+        # The code matched the grammar, the enhanced code (if any) matched
+        # its pattern and class, and _clean_text left no control character
+        # or lone surrogate: what Reply's validators check is checked.
+        reply = object.__new__(Reply)
+        object.__setattr__(reply, "code", code)
+        object.__setattr__(reply, "enhanced", enhanced)
+        object.__setattr__(reply, "lines", tuple(texts))
+        object.__setattr__(reply, "_wire", None)
+        return reply
 
 
 def _wrap(line: str, room: int) -> list[str]:
