@@ -73,8 +73,12 @@ class Sink:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGINT)
         code = self.proc.wait(30)
-        self._log.close()
+        self.close_log()
         return code
+
+    def close_log(self) -> None:
+        if not self._log.closed:
+            self._log.close()
 
     def messages(self) -> list[tuple[bytes, dict[str, object]]]:
         """(eml bytes, json) of every message written, oldest first."""
@@ -112,6 +116,7 @@ def start_sink(tmp_path: Path, backend: str) -> Iterator[StartSink]:
     for sink in started:
         if sink.proc.poll() is None:
             assert sink.stop() == 0, sink.log.read_text()
+        sink.close_log()
 
 
 @pytest.fixture(scope="module")
@@ -387,3 +392,39 @@ def test_sink_cleans_stale_temporary_files(tmp_path: Path, backend: str) -> None
     finally:
         assert sink.stop() == 0
     assert os.listdir(out) == [".tmp"]
+
+
+def test_sink_bad_limit_is_a_usage_error() -> None:
+    """A limit the server refuses (RFC 5321 4.5.3.1.8: at least 100
+    recipients) is a one-line usage error, exit 64, not a traceback."""
+    proc = subprocess.run(
+        [*CLI, "sink", "--discard", "--max-recipients", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 64
+    assert "max_recipients must be at least 100" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_sink_second_signal_stops_at_once(start_sink: StartSink) -> None:
+    """The first SIGINT waits for transactions in progress (the grace); the
+    second stops at once, and the client in the middle of DATA hears 421."""
+    sink = start_sink("--shutdown-grace", "60")
+    with socket.create_connection(("127.0.0.1", sink.port)) as s:
+        s.recv(512)
+        replies = _exchange(
+            s, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n", 4
+        )
+        assert replies[-1].startswith(b"354")
+        sink.proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert sink.proc.poll() is None  # still waiting for our message
+        started = time.monotonic()
+        sink.proc.send_signal(signal.SIGINT)
+        assert sink.proc.wait(15) == 0
+        assert time.monotonic() - started < 10
+        s.settimeout(10)
+        rest = s.recv(512)
+    assert rest.startswith(b"421 4.3.2")

@@ -216,13 +216,16 @@ async def test_auth_second_auth_and_auth_in_transaction_refused() -> None:
     assert len(hooks.auths) == 1
 
 
-async def test_auth_authzid_reaches_the_hook() -> None:
-    """RFC 4616 2: PLAIN's authorization identity is handed to the hook."""
+async def test_auth_authzid_granted_by_the_hook() -> None:
+    """RFC 4616 2: PLAIN's authorization identity is handed to the hook, which
+    grants it by returning it."""
 
     class Admin(Recorder):
-        async def on_auth(self, session: Session, credentials: Credentials) -> bool:
+        async def on_auth(self, session: Session, credentials: Credentials) -> bool | str:
             self.auths.append(credentials)
-            return credentials.username == "alice" and credentials.authzid == "bob"
+            if credentials.username == "alice" and credentials.authzid == "bob":
+                return "bob"  # alice may act as bob
+            return False
 
     hooks = Admin()
     async with serving(hooks, clear()) as srv:
@@ -232,6 +235,33 @@ async def test_auth_authzid_reaches_the_hook() -> None:
     assert reply.code == 235
     assert hooks.auths[0].authzid == "bob"
     assert hooks.messages[0].session.auth_identity == "bob"
+
+
+async def test_auth_password_alone_does_not_grant_another_identity(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 4616 2: the server "MUST verify that the authentication identity
+    is permitted to act as the authorization identity".  A hook that checks
+    only the password (returns True) lets alice in as alice, never as bob:
+    ``AUTH PLAIN bob<NUL>alice<NUL>pw`` is refused 535 5.7.8, and counts as
+    a failed attempt."""
+
+    class PasswordOnly(Recorder):
+        async def on_auth(self, session: Session, credentials: Credentials) -> bool:
+            self.auths.append(credentials)
+            return credentials.username == "alice" and credentials.password == PASSWORD
+
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    hooks = PasswordOnly()
+    async with serving(hooks, clear()) as srv:
+        client = await srv.hello()
+        as_bob = await client.command("AUTH PLAIN " + b64(f"bob\0alice\0{PASSWORD}"))
+        as_alice = await client.command("AUTH PLAIN " + b64(f"alice\0alice\0{PASSWORD}"))
+        await transaction(client)
+    assert (as_bob.code, as_bob.enhanced) == (535, "5.7.8")
+    assert as_alice.code == 235
+    assert hooks.messages[0].session.auth_identity == "alice"
+    assert "AUTH PLAIN failed for 'alice' (1)" in caplog.text
 
 
 async def test_auth_hook_reply_sent_as_is() -> None:

@@ -153,7 +153,7 @@ class Accepted:
         self.streams: list[AsyncioSocketStream] = []
         self._event = anyio.Event()
 
-    def __call__(self, stream: AsyncioSocketStream) -> None:
+    async def __call__(self, stream: AsyncioSocketStream) -> None:
         self.streams.append(stream)
         self._event.set()
 
@@ -167,66 +167,66 @@ async def test_stream_bounds_what_it_buffers_for_a_slow_reader() -> None:
     """A client that sends faster than the session reads costs the server at
     most the high-water mark (plus one read) of buffered data: reading is
     paused, and TCP's window makes the client wait."""
-    listening = socket.create_server(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
-    accepted = Accepted()
-    payload = os.urandom(8 * 1024 * 1024)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(serve_asyncio, listening, accepted)
-        client = await anyio.connect_tcp("127.0.0.1", port)
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        accepted = Accepted()
+        payload = os.urandom(8 * 1024 * 1024)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, accepted, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
 
-        async def send_all() -> None:
-            await client.send(payload)
-            await client.send_eof()
+            async def send_all() -> None:
+                await client.send(payload)
+                await client.send_eof()
 
-        tg.start_soon(send_all)
-        stream = await accepted.first()
-        # Nobody reads for a while: the server must stop reading.
-        await anyio.sleep(0.5)
-        buffered = stream._protocol.buffered
-        assert buffered <= HIGH_WATER + 262144
-        assert stream._protocol.reading_paused
-        # Reading resumes and every octet arrives, in order.
-        digest = hashlib.sha256()
-        received = 0
-        while True:
-            try:
-                chunk = await stream.receive()
-            except anyio.EndOfStream:
-                break
-            digest.update(chunk)
-            received += len(chunk)
-        assert received == len(payload)
-        assert digest.digest() == hashlib.sha256(payload).digest()
-        await stream.aclose()
-        await client.aclose()
-        tg.cancel_scope.cancel()
+            tg.start_soon(send_all)
+            stream = await accepted.first()
+            # Nobody reads for a while: the server must stop reading.
+            await anyio.sleep(0.5)
+            buffered = stream._protocol.buffered
+            assert buffered <= HIGH_WATER + 262144
+            assert stream._protocol.reading_paused
+            # Reading resumes and every octet arrives, in order.
+            digest = hashlib.sha256()
+            received = 0
+            while True:
+                try:
+                    chunk = await stream.receive()
+                except anyio.EndOfStream:
+                    break
+                digest.update(chunk)
+                received += len(chunk)
+            assert received == len(payload)
+            assert digest.digest() == hashlib.sha256(payload).digest()
+            await stream.aclose()
+            await client.aclose()
+            tg.cancel_scope.cancel()
 
 
 @asyncio_only
 async def test_stream_reports_the_peer_and_closed_states() -> None:
     """Addresses as anyio's SocketStream gives them; receive after close
     raises ClosedResourceError, after the peer's EOF EndOfStream."""
-    listening = socket.create_server(("127.0.0.1", 0))
-    port = listening.getsockname()[1]
-    accepted = Accepted()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(serve_asyncio, listening, accepted)
-        client = await anyio.connect_tcp("127.0.0.1", port)
-        stream = await accepted.first()
-        client_port = client.extra(anyio.abc.SocketAttribute.local_port)
-        assert stream.peer == ("127.0.0.1", client_port)
-        assert stream.extra(anyio.abc.SocketAttribute.remote_port) == client_port
-        assert stream.extra(anyio.abc.SocketAttribute.local_address) == ("127.0.0.1", port)
-        await stream.send(b"hello")
-        assert await client.receive() == b"hello"
-        await client.send_eof()
-        with pytest.raises(anyio.EndOfStream):
-            await stream.receive()
-        await stream.aclose()
-        with pytest.raises(anyio.ClosedResourceError):
-            await stream.receive()
-        with pytest.raises(anyio.ClosedResourceError):
-            await stream.send(b"x")
-        await client.aclose()
-        tg.cancel_scope.cancel()
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        accepted = Accepted()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, accepted, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            stream = await accepted.first()
+            client_port = client.extra(anyio.abc.SocketAttribute.local_port)
+            assert stream.peer == ("127.0.0.1", client_port)
+            assert stream.extra(anyio.abc.SocketAttribute.remote_port) == client_port
+            assert stream.extra(anyio.abc.SocketAttribute.local_address) == ("127.0.0.1", port)
+            await stream.send(b"hello")
+            assert await client.receive() == b"hello"
+            await client.send_eof()
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
+            await stream.aclose()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.receive()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.send(b"x")
+            await client.aclose()
+            tg.cancel_scope.cancel()

@@ -73,6 +73,7 @@ from ._replies import (
     LINE_TOO_LONG,
     MESSAGE_ACCEPTED,
     MESSAGE_TOO_BIG,
+    NO_VALID_RECIPIENTS,
     NOT_IMPLEMENTED,
     OK,
     PARAMETER_NOT_RECOGNIZED,
@@ -504,7 +505,13 @@ class ServerConnection:
         if isinstance(command, Lhlo) and not s.lmtp:
             raise CommandSyntaxError(COMMAND_UNRECOGNIZED)
         if not server_is_legal(self.state, trigger):
-            raise BadSequenceError(SEQUENCE_ERRORS.get((self.state, trigger), BAD_SEQUENCE))
+            reply = SEQUENCE_ERRORS.get((self.state, trigger), BAD_SEQUENCE)
+            if s.lmtp and reply is NO_VALID_RECIPIENTS:
+                # RFC 2033 4.2: "If there were no successful RCPT commands in
+                # the mail transaction, the DATA command MUST fail with a 503
+                # reply code."
+                reply = BAD_SEQUENCE
+            raise BadSequenceError(reply)
         extensions = self._extensions()
         if isinstance(command, Bdat):
             if not extensions.chunking:
@@ -777,7 +784,13 @@ class ServerConnection:
             )
         self._check_reply_kind(trigger, reply)
         self._due_count -= 1
-        if reply.is_transient or reply.is_permanent:
+        if (reply.is_transient or reply.is_permanent) and not (
+            trigger == "RCPT" and reply.code == 452
+        ):
+            # Not a 452 to RCPT: RFC 5321 4.5.3.1.10 has the client send the
+            # recipients over a server's limit in a later transaction, so
+            # they are not the client's errors (counting them would end the
+            # session and lose the recipients already accepted).
             self.errors += 1
         if self._due_count:
             return reply.to_bytes()  # more LMTP replies are due

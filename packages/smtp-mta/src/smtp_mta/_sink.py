@@ -192,42 +192,65 @@ def build_settings(args: argparse.Namespace) -> Settings:
         auth_requires_tls=context is not None,
         requiretls=context is not None,
     )
-    return Settings(protocol=protocol, ssl_context=context, max_sessions=args.max_sessions)
+    return Settings(
+        protocol=protocol,
+        ssl_context=context,
+        max_sessions=args.max_sessions,
+        shutdown_grace=args.shutdown_grace,
+    )
 
 
-async def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM."""
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve until SIGINT or SIGTERM (a second one stops at once)."""
     out: Path | None = None
     if not args.discard:
         out = Path(args.out)
         (out / ".tmp").mkdir(parents=True, exist_ok=True)
         for stale in (out / ".tmp").iterdir():
             stale.unlink()  # left by a crash: never a complete message
-    settings = build_settings(args)
     if args.auth and settings.ssl_context is None:
         logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
     listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
     hooks = SinkHooks(out, _credentials(args.auth))
     server = Server(hooks, settings)
     async with anyio.create_task_group() as tg:
-        await tg.start(server.serve, *listeners)
+
+        async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            await server.serve(*listeners, task_status=task_status)
+            tg.cancel_scope.cancel()  # done: stop watching for signals
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if not server.stopping:
+                        logger.info("%s: shutting down (again to stop at once)", name)
+                        server.shutdown()
+                    else:
+                        # Sessions still in a transaction get their 421 now
+                        # rather than at the end of the grace period.
+                        logger.info("%s: stopping now", name)
+                        tg.cancel_scope.cancel()
+
+        await tg.start(serve)
         for address in args.listen:
             logger.info(
                 "smtp-mta sink listening on %s, %s",
                 address,
                 "discarding messages" if out is None else f"writing to {out}",
             )
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                logger.info("%s: shutting down", signal.Signals(signum).name)
-                server.shutdown()
-                break
+        tg.start_soon(watch_signals)
     return 0
 
 
 def _main(args: argparse.Namespace) -> int:
     if not args.discard and not args.out:
         print("smtp-mta sink: --out DIR or --discard is required", file=sys.stderr)
+        return 64
+    try:
+        settings = build_settings(args)
+    except (ValueError, OSError) as exc:  # a bad limit, an unreadable PEM
+        print(f"smtp-mta sink: {exc}", file=sys.stderr)
         return 64
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
@@ -238,7 +261,7 @@ def _main(args: argparse.Namespace) -> int:
         "trio": ("trio", {}),
     }[args.backend]
     try:
-        return anyio.run(run, args, backend=backend, backend_options=options)
+        return anyio.run(run, args, settings, backend=backend, backend_options=options)
     except ImportError as exc:
         print(
             f"smtp-mta sink: backend {args.backend} is not installed: {exc}",
@@ -294,6 +317,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_MAX_RECIPIENTS,
         metavar="N",
         help=f"recipients per message (default {DEFAULT_MAX_RECIPIENTS})",
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on Ctrl-C or SIGTERM, how long sessions in a transaction may take to "
+        "finish (default 30; a second signal stops at once)",
     )
     p.add_argument(
         "--max-sessions",

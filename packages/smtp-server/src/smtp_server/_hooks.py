@@ -147,11 +147,21 @@ class Hooks:
         """HELO, EHLO or LHLO; ``None`` answers with the extension list."""
         return None
 
-    async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
+    async def on_auth(self, session: Session, credentials: Credentials) -> bool | str | Reply:
         """Check credentials: ``True`` accepts (235), ``False`` refuses (535).
 
-        A :class:`~smtp_message.Reply` is sent as it is (say ``454 4.7.0``
-        when the credentials store is down).  The default refuses.
+        ``True`` accepts the user name as the session's identity.  A client
+        may ask to act as another identity (``credentials.authzid``, AUTH
+        PLAIN); RFC 4616 2 requires the server to check that it may, so
+        ``True`` is not enough for that: return the identity granted (a
+        string, normally ``credentials.authzid``) to allow it, anything else
+        refuses it.
+
+        A 4xx :class:`~smtp_message.Reply` is sent as it is, without penalty
+        (say ``454 4.7.0`` when the credentials store is down); a 5xx one is
+        sent and counts as a failed attempt, like ``False`` (slowed down,
+        then ``421`` after ``Settings.max_auth_failures``).  The default
+        refuses.
         """
         return False
 

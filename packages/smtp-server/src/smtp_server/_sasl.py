@@ -32,7 +32,7 @@ def _text(raw: bytes) -> str:
     except UnicodeDecodeError:
         raise SaslError() from None
     # No control characters in a name or password reaches a hook or a log.
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in text):  # C0, DEL, C1
         raise SaslError()
     return text
 

@@ -13,7 +13,13 @@ import anyio
 import anyio.abc
 import attrs
 import sniffio
-from smtp_transport import AsyncioSocketStream, serve_asyncio
+from smtp_transport import (
+    ACCEPT_RETRY_DELAY,
+    AsyncioSocketStream,
+    ExhaustionLog,
+    exhausted,
+    serve_asyncio,
+)
 
 from smtp_message import Reply, replies
 
@@ -125,13 +131,37 @@ class Server:
     async def _accept(
         self, listener: Listener[anyio.abc.ByteStream], sessions: anyio.abc.TaskGroup
     ) -> None:
-        await listener.serve(self._session, task_group=sessions)
+        """Accept on ``listener`` until cancelled.
 
-    async def _accept_asyncio(self, sock: socket.socket, sessions: anyio.abc.TaskGroup) -> None:
-        def on_connection(stream: AsyncioSocketStream) -> None:
+        Not ``listener.serve()``: running out of file descriptors there ends
+        the loop (and on trio the whole server); here it is logged once a
+        second and accepting resumes shortly after.
+        """
+        parts = getattr(listener, "listeners", None)
+        if parts is not None:  # anyio's MultiListener: one loop per socket
+            async with anyio.create_task_group() as tg:
+                for part in parts:
+                    tg.start_soon(self._accept, part, sessions)
+            return
+        if not isinstance(listener, anyio.abc.SocketListener):
+            # Some other listener (TLS, a test's): it only offers serve().
+            await listener.serve(self._session, task_group=sessions)
+            return
+        log = ExhaustionLog(logger)
+        while True:
+            try:
+                stream = await listener.accept()
+            except (OSError, anyio.BrokenResourceError) as exc:
+                cause = exhausted(exc)
+                if cause is None:
+                    raise
+                log(cause)
+                await anyio.sleep(ACCEPT_RETRY_DELAY)
+                continue
             sessions.start_soon(self._session, stream)
 
-        await serve_asyncio(sock, on_connection)
+    async def _accept_asyncio(self, sock: socket.socket, sessions: anyio.abc.TaskGroup) -> None:
+        await serve_asyncio(sock, self._session, sessions)
 
     @property
     def stopping(self) -> bool:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import attrs
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
 
@@ -73,6 +72,8 @@ logger = logging.getLogger("smtp_server")
 
 #: How much to ask the transport for at a time.
 RECEIVE_SIZE: Final = 65536
+#: Replies queued beyond this are sent before more input is parsed.
+MAX_QUEUED_REPLIES: Final = 16 * 1024
 #: The longest AUTH failure delay, however many failures came before.
 MAX_AUTH_DELAY: Final = 30.0
 
@@ -88,6 +89,9 @@ _GONE = (
 )
 
 _TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0", "Too many authentication failures")
+_AUTH_TEMPORARY_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure")
+#: RFC 4954 6: 535 5.7.8 covers an authorization identity refused too.
+_NOT_AUTHORIZED = Reply(535, "5.7.8", "Not authorized to act as that identity")
 _SERVICE_NOT_AVAILABLE = Reply(421, "4.3.0", "Service not available, try again later")
 _HOOK_FAILED: Final = object()
 
@@ -205,9 +209,7 @@ class _Driver:
         self.hooks = hooks
         self.settings = settings
         self.timeouts = settings.timeouts
-        protocol = settings.protocol
-        if settings.ssl_context is not None and not protocol.starttls:
-            protocol = attrs.evolve(protocol, starttls=not settings.implicit_tls)
+        protocol = settings.effective_protocol
         self.conn = ServerConnection(protocol, tls_active=tls_active)
         self.session = Session(id=_session_id(), peer=peer, local=local, lmtp=protocol.lmtp)
         self.overridden = _overridden(type(hooks))
@@ -222,6 +224,8 @@ class _Driver:
         # How the session ended, for the log line; set when it is known.
         self.end = "connection closed"
         self.recipients = 0
+        #: NOOP, RSET, VRFY, EXPN and HELP since the last accepted message.
+        self.junk = 0
         #: The session's cancel scope (:func:`serve` cancels it on shutdown).
         self.scope: anyio.CancelScope | None = None
         #: True while waiting for a command between transactions: a
@@ -241,8 +245,10 @@ class _Driver:
         """
         if self.out:
             data = bytes(self.out)
-            self.out.clear()
             await self.send_stream.send(data)
+            # Only once sent: a send cancelled half way leaves them queued,
+            # and the client never misses a reply it is owed.
+            del self.out[: len(data)]
 
     async def next_event(self) -> Any:
         """The next event from the client, reading as needed.
@@ -253,6 +259,11 @@ class _Driver:
         """
         conn = self.conn
         while True:
+            if len(self.out) > MAX_QUEUED_REPLIES:
+                # A client pipelining tiny commands with long replies (EHLO)
+                # must not make us queue megabytes: send before reading on,
+                # so a client that does not read its replies stalls itself.
+                await self.flush()
             event = conn.next_event()
             if event is NEED_DATA:
                 await self.flush()
@@ -296,8 +307,20 @@ class _Driver:
         cancels the session, which ends with ``421 4.4.2``.
         """
         scope = self.scope
-        if scope is not None:
-            scope.deadline = math.inf if seconds is None else anyio.current_time() + seconds
+        if scope is None:
+            return
+        current = scope.deadline
+        if seconds is None:
+            if current != math.inf:
+                scope.deadline = math.inf
+            return
+        deadline = anyio.current_time() + seconds
+        # Moving the deadline reschedules a timer (on asyncio, a new handle;
+        # the old one is only freed on the loop's next turn).  A burst of
+        # pipelined commands would make thousands within one turn: a move
+        # later by less than 1% of the timeout is not worth it.
+        if deadline < current or deadline - current > seconds * 0.01 or current == math.inf:
+            scope.deadline = deadline
 
     async def call_hook(
         self, name: str, func: Callable[..., Awaitable[_T]], *args: object
@@ -370,18 +393,25 @@ class _Driver:
             self.out += self.conn.send(reply)
 
     async def _close(self) -> None:
-        with anyio.move_on_after(self.timeouts.close, shield=True):
-            try:
-                if not self.gone:
+        # The last replies get `close` seconds; a client that does not read
+        # them (its window full) must not keep the socket open beyond that.
+        if not self.gone:
+            with anyio.move_on_after(self.timeouts.close, shield=True):
+                with contextlib.suppress(TimeoutError, *_GONE):
                     await self.flush()
-            except (TimeoutError, *_GONE):
-                pass
-            for stream in {
-                id(self.send_stream): self.send_stream,
-                id(self.receive_stream): self.receive_stream,
-            }.values():
+        for stream in {
+            id(self.send_stream): self.send_stream,
+            id(self.receive_stream): self.receive_stream,
+        }.values():
+            # In a scope of its own: a flush that used up its time must not
+            # skip the close.  aclose() drops what the peer has not read (it
+            # does not wait for it); the forceful close is the fallback, as
+            # it stops composite streams (TLS over two sockets) half way.
+            with anyio.move_on_after(self.timeouts.close, shield=True) as scope:
                 with contextlib.suppress(*_GONE):
                     await stream.aclose()
+            if scope.cancelled_caught:
+                await anyio.aclose_forcefully(stream)
         if "on_disconnect" in self.overridden:
             with anyio.move_on_after(self.timeouts.hook, shield=True):
                 try:
@@ -494,7 +524,14 @@ class _Driver:
             self.end = "quit"
             self.reply(conn.default_reply(event))
         elif isinstance(event, (Rset, Noop, Help, Vrfy, Expn)):
-            self.reply(conn.default_reply(event))
+            self.junk += 1
+            if self.junk > self.settings.max_junk_commands:
+                # A client that keeps the session (and its slot) without
+                # sending mail; RFC 5321 4.5.3.2 lets a server give up.
+                self.end = "too many junk commands"
+                self.reply(replies.TOO_MANY_ERRORS)
+            else:
+                self.reply(conn.default_reply(event))
         else:  # pragma: no cover - every event type is handled above
             raise AssertionError(f"unexpected event {event!r}")
 
@@ -536,7 +573,10 @@ class _Driver:
         envelope = Envelope(transaction.mail_from, tuple(transaction.recipients), body_command)
         outcome: object = None
         if "on_message" not in self.overridden:
-            # The default hook would only read the body to its end.
+            # The default hook would only read the body to its end.  Each
+            # read has its own limit (data_block); the command's deadline
+            # must not bound the whole body.
+            self.expect(None)
             body = _Body(self, None)
         else:
             outcome, body = await self._message_hook(envelope)
@@ -546,12 +586,15 @@ class _Driver:
         if body.aborted is not None:
             await self._aborted(body, envelope)
             return
+        accepted = False
         for reply in self._message_replies(outcome, envelope):
             if self.conn.state is ServerState.CLOSED:
                 break  # an LMTP outcome was 421: nothing more is said
             self.reply(reply)
-            if reply.is_positive:
-                self.session.messages += 1
+            accepted = accepted or reply.is_positive
+        if accepted:  # for one recipient at least, in LMTP: one message
+            self.session.messages += 1
+            self.junk = 0
 
     async def _message_hook(self, envelope: Envelope) -> tuple[object, _Body]:
         outcome: object = None
@@ -681,18 +724,29 @@ class _Driver:
 
     async def _check_credentials(self, credentials: Credentials) -> None:
         result = await self.call_hook("on_auth", self.hooks.on_auth, credentials)
-        if result is True:
-            identity = credentials.authzid or credentials.username
-            self.conn.authenticated(identity)
-            self.session.auth_identity = identity
-            self.reply(replies.AUTH_SUCCESSFUL)
+        refusal = replies.AUTH_FAILED
+        if result is True or isinstance(result, str):
+            identity = result if isinstance(result, str) else credentials.username
+            authzid = credentials.authzid
+            if authzid is None or authzid == identity:
+                self.conn.authenticated(identity)
+                self.session.auth_identity = identity
+                self.reply(replies.AUTH_SUCCESSFUL)
+                return
+            # RFC 4616 2: the server "MUST verify that the authentication
+            # identity is permitted to act as the authorization identity";
+            # True accepts the password, not the request to act as another.
+            refusal = _NOT_AUTHORIZED
+        elif result is _HOOK_FAILED or (isinstance(result, Reply) and result.is_positive):
+            if result is not _HOOK_FAILED:
+                logger.error("session %s: on_auth returned %r", self.session.id, result)
+            self.reply(_AUTH_TEMPORARY_FAILURE)
             return
-        if isinstance(result, Reply) and not result.is_positive:
-            self.reply(result)
-            return
-        if result is _HOOK_FAILED or isinstance(result, Reply):
-            self.reply(Reply(454, "4.7.0", "Temporary authentication failure"))
-            return
+        elif isinstance(result, Reply):
+            if not result.is_permanent:
+                self.reply(result)  # a temporary failure: no penalty
+                return
+            refusal = result  # the hook's own refusal is still a failure
         self.auth_failures += 1
         logger.info(
             "session %s: AUTH %s failed for %r (%d)",
@@ -712,7 +766,7 @@ class _Driver:
             self.end = "too many AUTH failures"
             self.reply(_TOO_MANY_AUTH_FAILURES)
         else:
-            self.reply(replies.AUTH_FAILED)
+            self.reply(refusal)
 
     async def _read_proxy_header(self) -> None:
         data = b""

@@ -91,11 +91,31 @@ class Settings:
     #: On shutdown, how long sessions in a mail transaction may take to
     #: finish before they get ``421`` (idle ones get it at once).
     shutdown_grace: float = 30.0
+    #: NOOP, RSET, VRFY, EXPN and HELP commands tolerated between two
+    #: accepted messages before ``421 4.7.0`` (a client keeping a session
+    #: and its slot without sending mail; Postfix's smtpd_junk_command_limit).
+    max_junk_commands: int = 100
     #: Text after the host name in the 220 greeting.
     greeting: str = "ESMTP ready"
+
+    _effective: ServerSettings = attrs.field(init=False, eq=False, hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.implicit_tls and self.ssl_context is None:
             raise ValueError("implicit_tls needs an ssl_context")
         if self.max_errors < 1 or self.max_auth_failures < 1 or self.max_sessions < 1:
             raise ValueError("limits must be at least 1")
+        if self.max_junk_commands < 1:
+            raise ValueError("max_junk_commands must be at least 1")
+        protocol = self.protocol
+        if self.ssl_context is not None and not protocol.starttls:
+            protocol = attrs.evolve(protocol, starttls=not self.implicit_tls)
+        object.__setattr__(self, "_effective", protocol)
+
+    @property
+    def effective_protocol(self) -> ServerSettings:
+        """``protocol``, offering STARTTLS when there is a TLS context.
+
+        Built once: sessions share it, and its cached extension lists.
+        """
+        return self._effective

@@ -17,6 +17,10 @@ anyio gives them.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import math
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,28 +30,32 @@ from anyio.abc import SocketAttribute
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
 __all__ = [
+    "ACCEPT_RETRY_DELAY",
     "HIGH_WATER",
     "LOW_WATER",
     "AsyncioSocketStream",
+    "ExhaustionLog",
     "StreamProtocol",
     "connect_tcp",
+    "exhausted",
     "serve_asyncio",
 ]
 
+logger = logging.getLogger("smtp_transport")
+
 #: Pause reading once this much is buffered and not yet consumed; resume
 #: below a quarter of it.  Bounds the memory a flooding peer costs.
-HIGH_WATER = 256 * 1024
+HIGH_WATER = 64 * 1024
 LOW_WATER = HIGH_WATER // 4
 
 
 class StreamProtocol(asyncio.Protocol):
     """Buffers what the transport delivers for :class:`AsyncioSocketStream`."""
 
-    def __init__(self, on_connection: Callable[[AsyncioSocketStream], None] | None = None) -> None:
-        self._on_connection = on_connection
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
@@ -63,8 +71,6 @@ class StreamProtocol(asyncio.Protocol):
         # subclass: uvloop's TCPTransport is not one.
         stream_transport = cast("asyncio.Transport", transport)
         self.transport = stream_transport
-        if self._on_connection is not None:
-            self._on_connection(AsyncioSocketStream(stream_transport, self))
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -78,7 +84,10 @@ class StreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
-        return False  # close the transport once our side is done
+        # Keep the transport open: a peer that half-closes after its last
+        # command still reads our replies (returning False would close the
+        # socket and drop them).  Our side closes when it is done.
+        return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.eof = True
@@ -164,11 +173,20 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._transport.write_eof()
 
     async def aclose(self) -> None:
-        """Close the connection (buffered output is still sent)."""
+        """Close the connection.
+
+        Output buffered in the transport gets one turn of the event loop to
+        leave; what is still there then is dropped and the socket closed
+        (as anyio's own stream does), so a peer that does not read cannot
+        keep the connection open.
+        """
         if not self._closed:
             self._closed = True
             self._transport.close()
-        await asyncio.sleep(0)
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._transport.abort()
 
     @property
     def _raw_socket(self) -> socket.socket:
@@ -197,22 +215,83 @@ def _address(value: object) -> tuple[str, int] | None:
     return None
 
 
+#: errno values of accept() that mean "out of resources, try again soon".
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How long to wait before accepting again after running out of resources.
+ACCEPT_RETRY_DELAY = 0.1
+
+
+def exhausted(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` if it says resources ran out, else ``None``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in EXHAUSTED:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class ExhaustionLog:
+    """Logs running out of resources at most once a second, not per accept."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._last = -math.inf
+        self._missed = 0
+
+    def __call__(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._logger.error(
+                "accept() failed: %s (%d more since the last message); retrying",
+                exc,
+                self._missed,
+            )
+            self._last, self._missed = now, 0
+        else:
+            self._missed += 1
+
+
 async def serve_asyncio(
-    sock: socket.socket, on_connection: Callable[[AsyncioSocketStream], None]
+    sock: socket.socket,
+    handler: Callable[[AsyncioSocketStream], Awaitable[object]],
+    task_group: anyio.abc.TaskGroup,
 ) -> None:
     """Accept on the listening ``sock`` until cancelled.
 
-    asyncio's own accept loop (which takes connections in batches) hands each
-    one to ``on_connection`` as a stream.
+    Like anyio's :meth:`~anyio.abc.Listener.serve`: each connection becomes
+    an :class:`AsyncioSocketStream` handed to ``handler`` in a task of
+    ``task_group``.
+
+    Running out of file descriptors (or memory) does not end the loop: it is
+    logged once a second and accepting resumes shortly after.
     """
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: StreamProtocol(on_connection), sock=sock, backlog=4096
-    )
+    sock.setblocking(False)
+    log = ExhaustionLog(logger)
+    while True:
+        try:
+            conn, _ = await loop.sock_accept(sock)
+        except OSError as exc:
+            if exc.errno not in EXHAUSTED:
+                raise
+            log(exc)
+            await asyncio.sleep(ACCEPT_RETRY_DELAY)
+            continue
+        task_group.start_soon(_serve_one, loop, conn, handler)
+
+
+async def _serve_one(
+    loop: asyncio.AbstractEventLoop,
+    conn: socket.socket,
+    handler: Callable[[AsyncioSocketStream], Awaitable[object]],
+) -> None:
     try:
-        await anyio.sleep_forever()
-    finally:
-        server.close()
+        transport, protocol = await loop.connect_accepted_socket(StreamProtocol, conn)
+    except OSError:
+        conn.close()
+        return
+    await handler(AsyncioSocketStream(transport, protocol))
 
 
 async def connect_tcp(
