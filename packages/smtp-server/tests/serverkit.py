@@ -166,7 +166,7 @@ class Recorder(Hooks):
         self.hellos.append(command)
         return None
 
-    async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
+    async def on_auth(self, session: Session, credentials: Credentials) -> bool | str | Reply:
         self.auths.append(credentials)
         return self.users.get(credentials.username) == credentials.password
 

@@ -324,7 +324,7 @@ async def test_auth_password_never_logged(caplog: pytest.LogCaptureFixture) -> N
     caplog.set_level(logging.DEBUG)
 
     class Flaky(Recorder):
-        async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
+        async def on_auth(self, session: Session, credentials: Credentials) -> bool | str | Reply:
             if credentials.username == "crash":
                 raise RuntimeError(f"credentials store failed for {credentials!r}")
             return await super().on_auth(session, credentials)

@@ -53,7 +53,7 @@ class Failing(Recorder):
         self._maybe_fail("on_hello")
         return await super().on_hello(session, command)
 
-    async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
+    async def on_auth(self, session: Session, credentials: Credentials) -> bool | str | Reply:
         self._maybe_fail("on_auth")
         return await super().on_auth(session, credentials)
 
