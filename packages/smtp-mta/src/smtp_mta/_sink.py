@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import ByteStream, Listener
 
-__all__ = ["SinkHooks", "register"]
+__all__ = ["DiscardHooks", "SinkHooks", "register"]
 
 logger = logging.getLogger("smtp_mta.sink")
 
@@ -105,17 +105,13 @@ def _metadata(session: Session, envelope: Envelope, size: int) -> dict[str, obje
 
 
 @attrs.define(eq=False)
-class SinkHooks(Hooks):
-    """Accept everything; write each message as ``<id>.eml`` + ``<id>.json``.
+class DiscardHooks(Hooks):
+    """Accept everything and keep nothing (``--discard``).
 
-    Files appear atomically: each is written under a temporary name in
-    ``DIR/.tmp``, fsynced, and renamed into place, the ``.eml`` first, so a
-    ``.json`` means its message is complete.  A message whose client goes
-    away before the end leaves nothing.  With ``out`` ``None``, messages are
-    read and dropped.
+    It leaves :meth:`~smtp_server.Hooks.on_message` as it is: the server
+    then reads each body to its end and drops it, without running a hook.
     """
 
-    out: Path | None
     credentials: dict[str, str] = attrs.field(factory=dict)
 
     async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
@@ -125,14 +121,23 @@ class SinkHooks(Hooks):
             return False
         return hmac.compare_digest(expected.encode(), credentials.password.encode())
 
+
+@attrs.define(eq=False)
+class SinkHooks(DiscardHooks):
+    """Accept everything; write each message as ``<id>.eml`` + ``<id>.json``.
+
+    Files appear atomically: each is written under a temporary name in
+    ``DIR/.tmp``, fsynced, and renamed into place, the ``.eml`` first, so a
+    ``.json`` means its message is complete.  A message whose client goes
+    away before the end leaves nothing.
+    """
+
+    out: Path = attrs.field(kw_only=True)
+
     async def on_message(
         self, session: Session, envelope: Envelope, body: AsyncIterator[bytes]
     ) -> Reply | None:
-        """Write the message (or drop it with ``--discard``)."""
-        if self.out is None:
-            async for _chunk in body:
-                pass
-            return None
+        """Write the message."""
         message_id = _message_id()
         tmp_dir = self.out / ".tmp"
         tmp_eml = tmp_dir / f"{message_id}.eml"
@@ -155,7 +160,6 @@ class SinkHooks(Hooks):
         return Reply(250, "2.0.0", f"Queued as {message_id}")
 
     def _publish(self, message_id: str, tmp_eml: Path, metadata: bytes) -> None:
-        assert self.out is not None
         tmp_json = tmp_eml.with_suffix(".json")
         _write_file(tmp_json, metadata)
         os.replace(tmp_eml, self.out / f"{message_id}.eml")
@@ -211,7 +215,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.auth and settings.ssl_context is None:
         logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
     listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
-    hooks = SinkHooks(out, _credentials(args.auth))
+    credentials = _credentials(args.auth)
+    hooks = DiscardHooks(credentials) if out is None else SinkHooks(credentials, out=out)
     server = Server(hooks, settings)
     async with anyio.create_task_group() as tg:
 

@@ -150,8 +150,14 @@ class _Body:
             timeout = t.data_initiation if self._first else t.data_block
             self._first = False
             try:
-                with anyio.fail_after(timeout):
+                if self._scope is None:
+                    # No hook reads this body, so none needs a MessageAborted:
+                    # the session's deadline serves (a timeout ends it, 421).
+                    driver.expect(timeout)
                     event = await driver.next_event()
+                else:
+                    with anyio.fail_after(timeout):
+                        event = await driver.next_event()
             except MessageRejectedError as exc:
                 assert exc.reply is not None
                 self.reject_reply = exc.reply
