@@ -1,0 +1,805 @@
+"""The filesystem store: one directory, nothing else to run.
+
+Layout of the spool directory::
+
+    smtp-queue.json   marks the directory as a spool, with its format version
+    tmp/              files being written, each flock-ed by its writer
+    msg/<id>          a message: header, body, trailer; written once
+    state/<id>        its state as JSON, replaced whole by rename; absent or
+                      empty until the first change.  Its mtime is the next
+                      attempt time and its owner-execute bit means "held":
+                      hints that let a scan schedule 100,000 messages from
+                      stat() alone, without reading them
+    quarantine/       files that could not be used, with the reason
+    changes           a log of ids other processes changed (hints only)
+
+The durability argument is in ``docs/design/smtp-queue.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import stat
+import time
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from ._codec import CodecError, decode_header, decode_state, encode_header, encode_state
+from ._errors import (
+    CorruptMessageError,
+    MessageNotFoundError,
+    MessageTooLargeError,
+    SpoolError,
+)
+from ._fsformat import (
+    ID_PATTERN,
+    DirSync,
+    LayoutError,
+    MessageLayout,
+    MessageWriter,
+    fsync_directory,
+    lock_exclusive,
+    new_message_id,
+    preamble,
+    read_layout,
+    replace_file,
+    trailer,
+    write_all,
+)
+from ._model import MessageState
+from ._store import QuarantineEntry, ScanEntry, StoredMessage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator, Callable
+
+    from ._model import Envelope
+    from ._store import Lease
+
+__all__ = ["FilesystemStore"]
+
+logger = logging.getLogger("smtp_queue")
+
+_MARKER = "smtp-queue.json"
+_FORMAT = "smtp-queue spool"
+_VERSION = 1
+_SUBDIRS = ("tmp", "msg", "state", "quarantine")
+_CHANGES = "changes"
+_ROOT_NAMES = frozenset({_MARKER, _CHANGES, *_SUBDIRS})
+# What may be found in tmp/: partial message files, partial states, and the
+# spool's own small files being replaced.
+_TMP_NAME = re.compile(
+    r"[0-9a-f]{28}\.msg|[0-9a-f]{28}\.[0-9a-f]{8}\.state"
+    r"|(?:changes|marker|reason)\.[0-9a-f]{8}"
+)
+#: Body bytes gathered in memory before a write: a small message is written in
+#: one go, a large one in pieces of about this size (bounded memory).
+WRITE_BUFFER = 256 * 1024
+#: Body bytes read per chunk when streaming a message out.
+READ_CHUNK = 64 * 1024
+#: The change log is started afresh past this size.
+CHANGES_LIMIT = 256 * 1024
+_HELD_MODE = 0o700
+_PLAIN_MODE = 0o600
+
+
+def _ns(timestamp: float) -> int:
+    return round(timestamp * 1e9)
+
+
+@attrs.define(eq=False)
+class _FsLease:
+    message_id: str
+    fd: int
+
+
+@attrs.define(eq=False)
+class FilesystemStore:
+    """The default :class:`~smtp_queue.Store`: a spool directory.
+
+    Any number of processes may open the same directory: leases are ``flock``
+    locks on the message files, state changes are serialised by a lock on the
+    state file, so an operator's command runs while the MTA delivers.  The
+    directory must be on a local filesystem with working ``flock`` and
+    ``rename`` (not NFS).
+
+    ``durable=False`` skips every fsync: for tests and throw-away spools only,
+    since it voids the guarantee that an acknowledged message survives a crash.
+    """
+
+    directory: Path = attrs.field(converter=Path)
+    durable: bool = True
+    _token: str = attrs.field(init=False, factory=lambda: secrets.token_hex(4))
+    _syncs: dict[str, DirSync] = attrs.field(init=False, factory=dict)
+    _leases: dict[int, _FsLease] = attrs.field(init=False, factory=dict)
+    _changes_fd: int = attrs.field(init=False, default=-1)
+    _changes_ino: int = attrs.field(init=False, default=-1)
+    _changes_offset: int = attrs.field(init=False, default=0)
+    _opened: bool = attrs.field(init=False, default=False)
+
+    # -- paths -------------------------------------------------------------
+
+    def _path(self, sub: str, name: str) -> str:
+        return os.path.join(self.directory, sub, name)
+
+    def _check_id(self, message_id: str) -> None:
+        if not ID_PATTERN.fullmatch(message_id):
+            raise MessageNotFoundError(message_id)
+
+    def _check_open(self) -> None:
+        if not self._opened:
+            raise RuntimeError("the store is not open")
+
+    # -- opening and recovery ------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or check the spool, and clean up after a crash."""
+        await anyio.to_thread.run_sync(self._open_sync)
+
+    def _open_sync(self) -> None:
+        root = self.directory
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        marker = root / _MARKER
+        if marker.exists():
+            self._check_marker(marker)
+        else:
+            strangers = sorted(set(os.listdir(root)) - _ROOT_NAMES)
+            if strangers:
+                raise SpoolError(
+                    f"{root} is not an smtp-queue spool and not empty "
+                    f"(it holds {', '.join(strangers[:5])})"
+                )
+        for sub in _SUBDIRS:
+            (root / sub).mkdir(mode=0o700, exist_ok=True)
+        if not marker.exists():
+            content = json.dumps({"format": _FORMAT, "version": _VERSION}).encode()
+            replace_file(
+                self._path("tmp", f"marker.{secrets.token_hex(4)}"),
+                str(marker),
+                content + b"\n",
+                durable=self.durable,
+            )
+        if self.durable:
+            fsync_directory(str(root))
+        for sub in ("msg", "state", "quarantine"):
+            self._syncs[sub] = DirSync(self._path(sub, ""), durable=self.durable)
+        self._open_changes()
+        self._opened = True
+        self._recover()
+
+    def _check_marker(self, marker: Path) -> None:
+        try:
+            info = json.loads(marker.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise SpoolError(f"unreadable spool marker {marker}: {exc}") from None
+        if not isinstance(info, dict) or info.get("format") != _FORMAT:
+            raise SpoolError(f"{marker} does not mark an smtp-queue spool")
+        if info.get("version") != _VERSION:
+            raise SpoolError(
+                f"spool format version {info.get('version')!r} is not "
+                f"{_VERSION}, the one this version of smtp-queue reads"
+            )
+
+    def _recover(self) -> None:
+        root = self.directory
+        for name in sorted(set(os.listdir(root)) - _ROOT_NAMES):
+            self._quarantine([("", name)], "not part of a spool")
+        self._clean_tmp()
+        messages = set()
+        for entry in _scandir(self._path("msg", "")):
+            if ID_PATTERN.fullmatch(entry.name) and entry.is_file(
+                follow_symlinks=False
+            ):
+                messages.add(entry.name)
+            else:
+                self._quarantine([("msg", entry.name)], "not a message file name")
+        for entry in _scandir(self._path("state", "")):
+            name = entry.name
+            if not (
+                ID_PATTERN.fullmatch(name) and entry.is_file(follow_symlinks=False)
+            ):
+                self._quarantine([("state", name)], "not a state file name")
+            elif name not in messages:
+                self._remove_orphan_state(name)
+
+    def _clean_tmp(self) -> None:
+        for entry in _scandir(self._path("tmp", "")):
+            path = entry.path
+            if not (
+                _TMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+            ):
+                self._quarantine([("tmp", entry.name)], "not a temporary file name")
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                # A live writer holds its lock; a dead one's partial file is
+                # free, and was never acknowledged: it goes.
+                if lock_exclusive(fd, wait=False):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    logger.info("removed a partial write: %s", path)
+            finally:
+                os.close(fd)
+
+    def _remove_orphan_state(self, message_id: str) -> None:
+        # A state whose message is gone: left by a crash during removal.
+        fd = self._lock_state_file(message_id)
+        if fd is None:
+            return
+        try:
+            if not os.path.exists(self._path("msg", message_id)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path("state", message_id))
+        finally:
+            os.close(fd)
+
+    async def close(self) -> None:
+        """Release every lease and file this instance holds."""
+        for lease in list(self._leases.values()):
+            await self.release(lease)
+        for sync in self._syncs.values():
+            sync.close()
+        self._syncs.clear()
+        if self._changes_fd >= 0:
+            os.close(self._changes_fd)
+            self._changes_fd = -1
+        self._opened = False
+
+    def _abandon(self) -> None:
+        """Close every descriptor, writing nothing.
+
+        What the kernel does for a killed process; for crash tests.
+        """
+        for lease in self._leases.values():
+            os.close(lease.fd)
+        self._leases.clear()
+        for sync in self._syncs.values():
+            sync.close()
+        self._syncs.clear()
+        if self._changes_fd >= 0:
+            os.close(self._changes_fd)
+            self._changes_fd = -1
+        self._opened = False
+
+    # -- adding --------------------------------------------------------------
+
+    async def add(
+        self,
+        envelope: Envelope,
+        body: AsyncIterable[bytes],
+        *,
+        arrival: float,
+        max_size: int | None,
+    ) -> str:
+        """Write a message durably; see :meth:`Store.add`."""
+        self._check_open()
+        message_id = new_message_id(arrival)
+        header = encode_header(message_id, arrival, envelope)
+        buffer = bytearray(preamble(len(header)) + header + b"\n")
+        writer: MessageWriter | None = None
+        size = 0
+        crc = 0
+        try:
+            async for chunk in body:
+                size += len(chunk)
+                if max_size is not None and size > max_size:
+                    raise MessageTooLargeError(max_size)
+                crc = zlib.crc32(chunk, crc)
+                buffer += chunk
+                if len(buffer) >= WRITE_BUFFER:
+                    data = bytes(buffer)
+                    buffer.clear()
+                    if writer is None:
+                        writer = await anyio.to_thread.run_sync(self._begin, message_id)
+                    await anyio.to_thread.run_sync(writer.write, data)
+            buffer += trailer(size, crc)
+            data = bytes(buffer)
+            del buffer
+            # Once the body is complete, finish the commit even if cancelled:
+            # a half-done commit would only be cleaned up later.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    self._commit, message_id, writer, data, arrival
+                )
+        except BaseException:
+            if writer is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(writer.abort)
+            raise
+        return message_id
+
+    def _begin(self, message_id: str) -> MessageWriter:
+        return MessageWriter(self._path("tmp", f"{message_id}.msg"), self.durable)
+
+    def _commit(
+        self, message_id: str, writer: MessageWriter | None, data: bytes, arrival: float
+    ) -> None:
+        if writer is None:
+            writer = self._begin(message_id)
+        try:
+            writer.write(data)
+            writer.finish(_ns(arrival))
+            os.rename(writer.path, self._path("msg", message_id))
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            self._syncs["msg"].sync()
+        finally:
+            # Closing unlocks: until the rename is durable, nobody can lease it.
+            writer.close()
+        self._hint(message_id)
+
+    # -- scanning ------------------------------------------------------------
+
+    async def scan(self) -> list[ScanEntry]:
+        """Every message, from directory listings and stat() alone."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._scan_sync)
+
+    def _scan_sync(self) -> list[ScanEntry]:
+        states: dict[str, os.stat_result] = {}
+        for entry in _scandir(self._path("state", "")):
+            with contextlib.suppress(FileNotFoundError):
+                states[entry.name] = entry.stat(follow_symlinks=False)
+        out = []
+        strangers = []
+        for entry in _scandir(self._path("msg", "")):
+            if not ID_PATTERN.fullmatch(entry.name):
+                strangers.append(entry.name)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                strangers.append(entry.name)
+                continue
+            out.append(_scan_entry(entry.name, st, states.get(entry.name)))
+        for name in strangers:
+            self._quarantine([("msg", name)], "not a message file")
+        return out
+
+    async def locate(self, message_id: str) -> ScanEntry | None:
+        """One message's scan entry."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._locate_sync, message_id)
+
+    def _locate_sync(self, message_id: str) -> ScanEntry | None:
+        if not ID_PATTERN.fullmatch(message_id):
+            return None
+        try:
+            st = os.stat(self._path("msg", message_id))
+        except FileNotFoundError:
+            return None
+        try:
+            state_st: os.stat_result | None = os.stat(self._path("state", message_id))
+        except FileNotFoundError:
+            state_st = None
+        return _scan_entry(message_id, st, state_st)
+
+    # -- the change log --------------------------------------------------------
+
+    def _open_changes(self) -> None:
+        fd = os.open(
+            os.path.join(self.directory, _CHANGES), os.O_RDWR | os.O_CREAT, 0o600
+        )
+        st = os.fstat(fd)
+        if self._changes_fd >= 0:
+            os.close(self._changes_fd)
+        self._changes_fd, self._changes_ino = fd, st.st_ino
+        self._changes_offset = st.st_size
+
+    def _hint(self, message_id: str) -> None:
+        # Best effort: a lost hint only delays another process until its next
+        # scan.
+        path = os.path.join(self.directory, _CHANGES)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                write_all(fd, f"{self._token} {message_id}\n".encode("ascii"))
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size > CHANGES_LIMIT:
+                fresh = MessageWriter(
+                    self._path("tmp", f"changes.{secrets.token_hex(4)}"), False
+                )
+                os.replace(fresh.path, path)
+                fresh.close()
+        except OSError as exc:
+            logger.debug("could not log a change to %s: %s", path, exc)
+
+    async def poll_changes(self) -> list[str] | None:
+        """Ids other processes changed since the last poll."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._poll_changes_sync)
+
+    def _poll_changes_sync(self) -> list[str] | None:
+        try:
+            st = os.stat(os.path.join(self.directory, _CHANGES))
+        except FileNotFoundError:
+            st = None
+        if st is None or st.st_ino != self._changes_ino:
+            self._open_changes()
+            return None
+        if st.st_size < self._changes_offset or (
+            st.st_size - self._changes_offset > 2 * CHANGES_LIMIT
+        ):
+            self._changes_offset = st.st_size
+            return None
+        if st.st_size == self._changes_offset:
+            return []
+        data = os.pread(
+            self._changes_fd, st.st_size - self._changes_offset, self._changes_offset
+        )
+        complete = data[: data.rfind(b"\n") + 1]
+        self._changes_offset += len(complete)
+        ids: dict[str, None] = {}
+        token = self._token.encode("ascii")
+        for line in complete.split(b"\n"):
+            writer, _, message_id = line.partition(b" ")
+            if writer != token and ID_PATTERN.fullmatch(message_id.decode("latin-1")):
+                ids[message_id.decode("ascii")] = None
+        return list(ids)
+
+    # -- leases --------------------------------------------------------------
+
+    async def lease(self, message_id: str) -> Lease | None:
+        """Take the flock on the message file."""
+        self._check_open()
+        self._check_id(message_id)
+        lease = await anyio.to_thread.run_sync(self._lease_sync, message_id)
+        if lease is not None:
+            self._leases[lease.fd] = lease
+        return lease
+
+    def _lease_sync(self, message_id: str) -> _FsLease | None:
+        try:
+            fd = os.open(self._path("msg", message_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise MessageNotFoundError(message_id) from None
+        try:
+            if not lock_exclusive(fd, wait=False):
+                os.close(fd)
+                return None
+            if os.fstat(fd).st_nlink == 0:
+                raise MessageNotFoundError(message_id)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _FsLease(message_id, fd)
+
+    async def release(self, lease: Lease) -> None:
+        """Close the leased file, which drops its flock."""
+        assert isinstance(lease, _FsLease)
+        if self._leases.pop(lease.fd, None) is lease:
+            os.close(lease.fd)
+            lease.fd = -1
+            if self._opened:
+                await anyio.to_thread.run_sync(self._hint, lease.message_id)
+
+    async def is_leased(self, message_id: str) -> bool:
+        """Whether a flock is held on the message file."""
+        self._check_open()
+        self._check_id(message_id)
+        return await anyio.to_thread.run_sync(self._is_leased_sync, message_id)
+
+    def _is_leased_sync(self, message_id: str) -> bool:
+        try:
+            fd = os.open(self._path("msg", message_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise MessageNotFoundError(message_id) from None
+        try:
+            return not lock_exclusive(fd, wait=False)
+        finally:
+            os.close(fd)
+
+    # -- reading -------------------------------------------------------------
+
+    async def load(self, message_id: str) -> StoredMessage:
+        """Read the header and the state."""
+        self._check_open()
+        self._check_id(message_id)
+        return await anyio.to_thread.run_sync(self._load_sync, message_id)
+
+    def _load_sync(self, message_id: str) -> StoredMessage:
+        arrival, envelope, layout = self._read_message(message_id)
+        state = self._read_state(message_id, len(envelope.recipients), arrival)
+        return StoredMessage(message_id, arrival, envelope, state, layout.body_length)
+
+    def _read_message(self, message_id: str) -> tuple[float, Envelope, MessageLayout]:
+        try:
+            fd = os.open(self._path("msg", message_id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise MessageNotFoundError(message_id) from None
+        try:
+            layout = read_layout(fd)
+            stored_id, arrival, envelope = decode_header(layout.header)
+            if stored_id != message_id:
+                raise CodecError(f"the file holds message {stored_id!r}")
+        except (LayoutError, CodecError) as exc:
+            self._quarantine_message(message_id, str(exc))
+            raise CorruptMessageError(message_id, str(exc)) from None
+        finally:
+            os.close(fd)
+        return arrival, envelope, layout
+
+    def _read_state(
+        self, message_id: str, recipients: int, arrival: float
+    ) -> MessageState:
+        try:
+            with open(self._path("state", message_id), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if not data:
+            # No change was ever saved (an empty file is a lock placeholder).
+            return MessageState.initial(recipients, arrival)
+        try:
+            return decode_state(data, recipients)
+        except CodecError as exc:
+            reason = f"bad state: {exc}"
+            self._quarantine_message(message_id, reason)
+            raise CorruptMessageError(message_id, reason) from None
+
+    def body(self, message_id: str) -> _FsBody:
+        """Stream the body, checking its length and CRC."""
+        self._check_open()
+        self._check_id(message_id)
+        return _FsBody(self, message_id)
+
+    # -- updating ------------------------------------------------------------
+
+    async def update(
+        self,
+        message_id: str,
+        change: Callable[[MessageState], MessageState | None],
+    ) -> MessageState | None:
+        """Read, change and durably replace the state under its lock."""
+        self._check_open()
+        self._check_id(message_id)
+        return await anyio.to_thread.run_sync(self._update_sync, message_id, change)
+
+    def _lock_state_file(self, message_id: str) -> int | None:
+        """Lock the current ``state/<id>``, creating an empty one if needed.
+
+        The state file is replaced by rename, so a lock taken on a file that
+        has since been replaced protects nothing: after locking, check that
+        the path still names the locked file, and start again if not.
+        Returns ``None`` if the message is gone.
+        """
+        path = self._path("state", message_id)
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, _PLAIN_MODE)
+            except FileNotFoundError:
+                return None  # the state directory itself is gone
+            try:
+                lock_exclusive(fd, wait=True)
+                try:
+                    current = os.stat(path)
+                except FileNotFoundError:
+                    os.close(fd)
+                    continue
+                mine = os.fstat(fd)
+                if (current.st_ino, current.st_dev) != (mine.st_ino, mine.st_dev):
+                    os.close(fd)
+                    continue
+                if not os.path.exists(self._path("msg", message_id)):
+                    # Deleted; do not leave the placeholder behind.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    os.close(fd)
+                    return None
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            return fd
+
+    def _update_sync(
+        self,
+        message_id: str,
+        change: Callable[[MessageState], MessageState | None],
+    ) -> MessageState | None:
+        fd = self._lock_state_file(message_id)
+        if fd is None:
+            raise MessageNotFoundError(message_id)
+        try:
+            arrival, envelope, _ = self._read_message(message_id)
+            state = self._read_state(message_id, len(envelope.recipients), arrival)
+            new = change(state)
+            if new is None:
+                self._remove(message_id)
+            else:
+                if len(new.recipients) != len(envelope.recipients):
+                    raise ValueError("a state must keep one entry per recipient")
+                replace_file(
+                    self._path("tmp", f"{message_id}.{secrets.token_hex(4)}.state"),
+                    self._path("state", message_id),
+                    encode_state(new),
+                    durable=self.durable,
+                    mode=_HELD_MODE if new.held else _PLAIN_MODE,
+                    mtime_ns=_ns(new.next_attempt),
+                )
+                self._syncs["state"].sync()
+        finally:
+            os.close(fd)
+        self._hint(message_id)
+        return new
+
+    def _remove(self, message_id: str) -> None:
+        # The message goes first, durably: a state without its message is an
+        # orphan that recovery removes, while a message without its state
+        # would look new and be delivered again to every recipient.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path("msg", message_id))
+        self._syncs["msg"].sync()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path("state", message_id))
+
+    # -- quarantine ------------------------------------------------------------
+
+    def _quarantine_message(self, message_id: str, reason: str) -> None:
+        self._quarantine([("msg", message_id), ("state", message_id)], reason)
+
+    def _quarantine(self, sources: list[tuple[str, str]], reason: str) -> None:
+        """Move files aside, with a note saying why; never delete them."""
+        stem = f"{int(time.time() * 1000):012x}-{secrets.token_hex(4)}"
+        target = self._path("quarantine", stem)
+        os.mkdir(target, 0o700)
+        moved = []
+        for sub, name in sources:
+            source = os.path.join(self.directory, sub, name)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(source, os.path.join(target, f"{sub or 'root'}-{name}"))
+                moved.append(os.path.join(sub, name))
+        if not moved:
+            os.rmdir(target)
+            return
+        note = {"sources": moved, "reason": reason, "time": time.time()}
+        replace_file(
+            self._path("tmp", f"reason.{secrets.token_hex(4)}"),
+            os.path.join(target, "reason.json"),
+            json.dumps(note).encode("utf-8"),
+            durable=self.durable,
+        )
+        self._syncs["quarantine"].sync()
+        logger.warning("quarantined %s: %s", ", ".join(moved), reason)
+
+    async def quarantined(self) -> list[QuarantineEntry]:
+        """The quarantine's entries, oldest first."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self._quarantined_sync)
+
+    def _quarantined_sync(self) -> list[QuarantineEntry]:
+        out = []
+        for entry in sorted(
+            _scandir(self._path("quarantine", "")), key=lambda e: e.name
+        ):
+            try:
+                with open(os.path.join(entry.path, "reason.json"), "rb") as f:
+                    note = json.loads(f.read())
+                sources = ", ".join(str(s) for s in note["sources"])
+                reason, when = str(note["reason"]), float(note["time"])
+            except (OSError, ValueError, KeyError, TypeError):
+                sources, reason = "?", "no readable reason (interrupted quarantine)"
+                when = entry.stat().st_mtime
+            out.append(QuarantineEntry(entry.path, sources, reason, when))
+        return out
+
+
+def _scandir(path: str) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        return list(it)
+
+
+def _scan_entry(
+    message_id: str, st: os.stat_result, state_st: os.stat_result | None
+) -> ScanEntry:
+    arrival = st.st_mtime_ns / 1e9
+    if state_st is not None and state_st.st_size > 0:
+        held = bool(state_st.st_mode & stat.S_IXUSR)
+        due = None if held else state_st.st_mtime_ns / 1e9
+        return ScanEntry(message_id, arrival, due, st.st_size + state_st.st_size, True)
+    return ScanEntry(message_id, arrival, arrival, st.st_size, False)
+
+
+@attrs.define(eq=False)
+class _FsBody:
+    """A message body streamed from its file, checked against its trailer."""
+
+    _store: FilesystemStore
+    _id: str
+    _fd: int = attrs.field(init=False, default=-1)
+    _offset: int = attrs.field(init=False, default=0)
+    _remaining: int = attrs.field(init=False, default=-1)
+    _expected: int = attrs.field(init=False, default=0)
+    _crc: int = attrs.field(init=False, default=0)
+    _done: bool = attrs.field(init=False, default=False)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _open(self) -> None:
+        try:
+            fd = os.open(self._store._path("msg", self._id), os.O_RDONLY)
+        except FileNotFoundError:
+            raise MessageNotFoundError(self._id) from None
+        try:
+            layout = read_layout(fd)
+        except LayoutError as exc:
+            os.close(fd)
+            self._store._quarantine_message(self._id, str(exc))
+            raise CorruptMessageError(self._id, str(exc)) from None
+        self._fd = fd
+        self._offset = layout.body_offset
+        self._remaining = layout.body_length
+        self._expected = layout.crc
+
+    def _read(self) -> bytes:
+        if self._fd < 0:
+            self._open()
+        if self._remaining == 0:
+            self._finish()
+            return b""
+        chunk = os.pread(self._fd, min(READ_CHUNK, self._remaining), self._offset)
+        if not chunk:
+            self._corrupt("the body is shorter than recorded")
+        self._offset += len(chunk)
+        self._remaining -= len(chunk)
+        self._crc = zlib.crc32(chunk, self._crc)
+        if self._remaining == 0:
+            # Check before handing out the last chunk: a damaged message must
+            # fail before a client could send its end-of-data.
+            self._finish()
+        return chunk
+
+    def _finish(self) -> None:
+        self._done = True
+        self._close_fd()
+        if self._crc != self._expected:
+            self._corrupt(f"body CRC {self._crc:08x}, recorded {self._expected:08x}")
+
+    def _corrupt(self, reason: str) -> None:
+        self._close_fd()
+        self._done = True
+        self._store._quarantine_message(self._id, reason)
+        raise CorruptMessageError(self._id, reason)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        chunk = await anyio.to_thread.run_sync(self._read)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        """Stop reading and close the file."""
+        self._done = True
+        self._close_fd()
