@@ -8,8 +8,10 @@ original reverse-path with a null reverse-path of its own (RFC 3461 6.1, RFC
 from __future__ import annotations
 
 import datetime
+import email.generator
 import email.policy
 import email.utils
+import io
 import re
 from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING
@@ -98,6 +100,19 @@ def header_block(content: bytes) -> bytes:
 
 def _crlf(content: bytes) -> bytes:
     return _LINE_BREAK.sub(b"\r\n", content)
+
+
+class _Generator(email.generator.BytesGenerator):
+    """A BytesGenerator that writes a message/* part given as text byte for byte.
+
+    The stdlib's encodes such a payload as strict ASCII, but returned content
+    may be 8-bit (RFC 6152) and a global delivery-status is UTF-8 (RFC 6533);
+    surrogateescape carries those octets through unchanged, as it already
+    does for text parts.
+    """
+
+    def _encode(self, s: str) -> bytes:
+        return s.encode("ascii", "surrogateescape")
 
 
 def _fields(policy: Policy, fields: list[tuple[str, str]]) -> Message:
@@ -199,10 +214,11 @@ def build_report(
     if utf8:
         # The generator knows only message/delivery-status as a list of field
         # blocks; the global form is the same text, given whole.
-        joined = b"\r\n".join(
+        # Each block ends with its blank line (RFC 3464 2.1).
+        joined = b"".join(
             b.as_bytes(policy=policy) for b in blocks if isinstance(b, Message)
         )
-        status.set_payload(joined.decode("utf-8", "surrogateescape"))
+        status.set_payload(joined.decode("ascii", "surrogateescape"))
     else:
         status.set_payload(blocks)
     report.attach(status)
@@ -221,7 +237,9 @@ def build_report(
     part.set_payload(returned.decode("ascii", "surrogateescape"))
     report.attach(part)
 
-    content = report.as_bytes(policy=policy)
+    out = io.BytesIO()
+    _Generator(out, policy=policy).flatten(report)
+    content = out.getvalue()
     params = MailParams(
         body=None if content.isascii() else BodyType.EIGHT_BIT_MIME,
         smtputf8=utf8,
