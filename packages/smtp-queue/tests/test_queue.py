@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import anyio
@@ -537,3 +539,49 @@ async def test_from_path_uses_a_filesystem_store(spool: Path) -> None:
             {Mailbox("bob", "b.example"): RecipientResult.delivered(OK)}
         )
     assert (spool / "smtp-queue.json").exists()
+
+
+OPERATOR = """
+import json, sys
+import anyio
+from smtp_queue import Queue, QueueSettings
+
+async def main(spool, leased, other):
+    async with Queue.from_path(spool, QueueSettings(hostname="op.example")) as queue:
+        seen = (await queue.show(leased)).leased
+        await queue.hold(leased)
+        await queue.delete(other)
+        stats = await queue.statistics()
+        print(json.dumps({"leased": seen, "messages": stats.messages}))
+
+anyio.run(main, *sys.argv[1:4])
+"""
+
+
+async def test_operations_from_a_separate_process(spool: Path) -> None:
+    """``smtp-mta queue hold/delete`` run as another process while this one
+    delivers: it sees the lease, and its changes reach this scheduler."""
+    async with make_queue(spool) as queue:
+        leased_id = await queue.enqueue(envelope(), message("a"))
+        delivery = await queue.next_delivery()
+        assert delivery.id == leased_id
+        other_id = await queue.enqueue(envelope(), message("b"))
+        result = await anyio.run_process(
+            [sys.executable, "-c", OPERATOR, str(spool), leased_id, other_id]
+        )
+        report = json.loads(result.stdout)
+        assert report == {"leased": True, "messages": 1}
+        # The running attempt finishes; the operator's hold is kept.
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        assert state.held
+        # The deletion reaches this process's scheduler through the change log.
+        with anyio.fail_after(30):
+            while True:
+                await queue._maintain()
+                if not queue.scheduled:
+                    break
+                await anyio.sleep(0.06)
+        assert await queue.try_next_delivery() is None
+        with pytest.raises(MessageNotFoundError):
+            await queue.show(other_id)

@@ -60,7 +60,7 @@ from ._model import MessageState
 from ._store import QuarantineEntry, ScanEntry, StoredMessage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Callable
+    from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 
     from ._model import Envelope
     from ._store import Lease
@@ -194,22 +194,26 @@ class FilesystemStore:
         for name in sorted(set(os.listdir(root)) - _ROOT_NAMES):
             self._quarantine([("", name)], "not part of a spool")
         self._clean_tmp()
-        messages = set()
-        for entry in _scandir(self._path("msg", "")):
-            if ID_PATTERN.fullmatch(entry.name) and entry.is_file(
-                follow_symlinks=False
-            ):
-                messages.add(entry.name)
-            else:
-                self._quarantine([("msg", entry.name)], "not a message file name")
-        for entry in _scandir(self._path("state", "")):
-            name = entry.name
-            if not (
-                ID_PATTERN.fullmatch(name) and entry.is_file(follow_symlinks=False)
-            ):
-                self._quarantine([("state", name)], "not a state file name")
-            elif name not in messages:
-                self._remove_orphan_state(name)
+        # Listings are streamed, not gathered: a large spool costs no memory
+        # here.  Quarantining waits until a listing is finished.
+        strangers = [
+            name
+            for name, regular in _listing(self._path("msg", ""))
+            if not (regular and ID_PATTERN.fullmatch(name))
+        ]
+        for name in strangers:
+            self._quarantine([("msg", name)], "not a message file name")
+        orphans = []
+        strangers = []
+        for name, regular in _listing(self._path("state", "")):
+            if not (regular and ID_PATTERN.fullmatch(name)):
+                strangers.append(name)
+            elif not os.path.exists(self._path("msg", name)):
+                orphans.append(name)
+        for name in strangers:
+            self._quarantine([("state", name)], "not a state file name")
+        for name in orphans:
+            self._remove_orphan_state(name)
 
     def _clean_tmp(self) -> None:
         for entry in _scandir(self._path("tmp", "")):
@@ -350,24 +354,28 @@ class FilesystemStore:
         return await anyio.to_thread.run_sync(self._scan_sync)
 
     def _scan_sync(self) -> list[ScanEntry]:
-        states: dict[str, os.stat_result] = {}
-        for entry in _scandir(self._path("state", "")):
-            with contextlib.suppress(FileNotFoundError):
-                states[entry.name] = entry.stat(follow_symlinks=False)
+        # Only three numbers per state file are kept, and each is dropped as
+        # its message is reached: the scan's own memory stays small.
+        states: dict[str, tuple[int, int, int]] = {}
+        with os.scandir(self._path("state", "")) as listing:
+            for entry in listing:
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat(follow_symlinks=False)
+                    states[entry.name] = (st.st_mtime_ns, st.st_size, st.st_mode)
         out = []
         strangers = []
-        for entry in _scandir(self._path("msg", "")):
-            if not ID_PATTERN.fullmatch(entry.name):
-                strangers.append(entry.name)
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                strangers.append(entry.name)
-                continue
-            out.append(_scan_entry(entry.name, st, states.get(entry.name)))
+        with os.scandir(self._path("msg", "")) as listing:
+            for entry in listing:
+                name = entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not (stat.S_ISREG(st.st_mode) and ID_PATTERN.fullmatch(name)):
+                    strangers.append(name)
+                    continue
+                state = states.pop(name, None)
+                out.append(_scan_entry(name, st.st_mtime_ns, st.st_size, state))
         for name in strangers:
             self._quarantine([("msg", name)], "not a message file")
         return out
@@ -385,10 +393,11 @@ class FilesystemStore:
         except FileNotFoundError:
             return None
         try:
-            state_st: os.stat_result | None = os.stat(self._path("state", message_id))
+            state_st = os.stat(self._path("state", message_id))
         except FileNotFoundError:
-            state_st = None
-        return _scan_entry(message_id, st, state_st)
+            return _scan_entry(message_id, st.st_mtime_ns, st.st_size, None)
+        state = (state_st.st_mtime_ns, state_st.st_size, state_st.st_mode)
+        return _scan_entry(message_id, st.st_mtime_ns, st.st_size, state)
 
     # -- the change log --------------------------------------------------------
 
@@ -707,15 +716,25 @@ def _scandir(path: str) -> list[os.DirEntry[str]]:
         return list(it)
 
 
+def _listing(path: str) -> Iterator[tuple[str, bool]]:
+    """Names in a directory and whether each is a regular file (no stat)."""
+    with os.scandir(path) as it:
+        for entry in it:
+            yield entry.name, entry.is_file(follow_symlinks=False)
+
+
 def _scan_entry(
-    message_id: str, st: os.stat_result, state_st: os.stat_result | None
+    message_id: str,
+    mtime_ns: int,
+    size: int,
+    state: tuple[int, int, int] | None,
 ) -> ScanEntry:
-    arrival = st.st_mtime_ns / 1e9
-    if state_st is not None and state_st.st_size > 0:
-        held = bool(state_st.st_mode & stat.S_IXUSR)
-        due = None if held else state_st.st_mtime_ns / 1e9
-        return ScanEntry(message_id, arrival, due, st.st_size + state_st.st_size, True)
-    return ScanEntry(message_id, arrival, arrival, st.st_size, False)
+    arrival = mtime_ns / 1e9
+    if state is not None and state[1] > 0:
+        state_mtime_ns, state_size, state_mode = state
+        due = None if state_mode & stat.S_IXUSR else state_mtime_ns / 1e9
+        return ScanEntry(message_id, arrival, due, size + state_size, True)
+    return ScanEntry(message_id, arrival, arrival, size, False)
 
 
 @attrs.define(eq=False)
