@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
+from ._delivery import Delivery as Delivery
 from ._dsn import ReportEntry as ReportEntry
 from ._dsn import build_report as build_report
 from ._errors import CorruptMessageError as CorruptMessageError
@@ -36,7 +37,6 @@ from ._model import Recipient as Recipient
 from ._model import RecipientResult as RecipientResult
 from ._model import RecipientState as RecipientState
 from ._model import RecipientStatus as RecipientStatus
-from ._queue import Delivery as Delivery
 from ._queue import Handler as Handler
 from ._queue import Queue as Queue
 from ._settings import QueueSettings as QueueSettings

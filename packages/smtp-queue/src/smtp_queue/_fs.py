@@ -28,7 +28,7 @@ import stat
 import time
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
@@ -41,6 +41,7 @@ from ._errors import (
     MessageTooLargeError,
     SpoolError,
 )
+from ._fsbody import BodyReader
 from ._fsformat import (
     ID_PATTERN,
     DirSync,
@@ -54,13 +55,13 @@ from ._fsformat import (
     read_layout,
     replace_file,
     trailer,
-    write_all,
 )
+from ._fslog import ChangeLog
 from ._model import MessageState
 from ._store import QuarantineEntry, ScanEntry, StoredMessage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterable, Callable, Iterator
 
     from ._model import Envelope
     from ._store import Lease
@@ -84,10 +85,6 @@ _TMP_NAME = re.compile(
 #: Body bytes gathered in memory before a write: a small message is written in
 #: one go, a large one in pieces of about this size (bounded memory).
 WRITE_BUFFER = 256 * 1024
-#: Body bytes read per chunk when streaming a message out.
-READ_CHUNK = 64 * 1024
-#: The change log is started afresh past this size.
-CHANGES_LIMIT = 256 * 1024
 _HELD_MODE = 0o700
 _PLAIN_MODE = 0o600
 
@@ -121,9 +118,7 @@ class FilesystemStore:
     _token: str = attrs.field(init=False, factory=lambda: secrets.token_hex(4))
     _syncs: dict[str, DirSync] = attrs.field(init=False, factory=dict)
     _leases: dict[int, _FsLease] = attrs.field(init=False, factory=dict)
-    _changes_fd: int = attrs.field(init=False, default=-1)
-    _changes_ino: int = attrs.field(init=False, default=-1)
-    _changes_offset: int = attrs.field(init=False, default=0)
+    _changes: ChangeLog | None = attrs.field(init=False, default=None)
     _opened: bool = attrs.field(init=False, default=False)
 
     # -- paths -------------------------------------------------------------
@@ -172,7 +167,10 @@ class FilesystemStore:
             fsync_directory(str(root))
         for sub in ("msg", "state", "quarantine"):
             self._syncs[sub] = DirSync(self._path(sub, ""), durable=self.durable)
-        self._open_changes()
+        self._changes = ChangeLog(
+            os.path.join(self.directory, _CHANGES), self._path("tmp", ""), self._token
+        )
+        self._changes.open()
         self._opened = True
         self._recover()
 
@@ -256,9 +254,8 @@ class FilesystemStore:
         for sync in self._syncs.values():
             sync.close()
         self._syncs.clear()
-        if self._changes_fd >= 0:
-            os.close(self._changes_fd)
-            self._changes_fd = -1
+        if self._changes is not None:
+            self._changes.close()
         self._opened = False
 
     def _abandon(self) -> None:
@@ -272,9 +269,8 @@ class FilesystemStore:
         for sync in self._syncs.values():
             sync.close()
         self._syncs.clear()
-        if self._changes_fd >= 0:
-            os.close(self._changes_fd)
-            self._changes_fd = -1
+        if self._changes is not None:
+            self._changes.close()
         self._opened = False
 
     # -- adding --------------------------------------------------------------
@@ -401,68 +397,15 @@ class FilesystemStore:
 
     # -- the change log --------------------------------------------------------
 
-    def _open_changes(self) -> None:
-        fd = os.open(
-            os.path.join(self.directory, _CHANGES), os.O_RDWR | os.O_CREAT, 0o600
-        )
-        st = os.fstat(fd)
-        if self._changes_fd >= 0:
-            os.close(self._changes_fd)
-        self._changes_fd, self._changes_ino = fd, st.st_ino
-        self._changes_offset = st.st_size
-
     def _hint(self, message_id: str) -> None:
-        # Best effort: a lost hint only delays another process until its next
-        # scan.
-        path = os.path.join(self.directory, _CHANGES)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                write_all(fd, f"{self._token} {message_id}\n".encode("ascii"))
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
-            if size > CHANGES_LIMIT:
-                fresh = MessageWriter(
-                    self._path("tmp", f"changes.{secrets.token_hex(4)}"), False
-                )
-                os.replace(fresh.path, path)
-                fresh.close()
-        except OSError as exc:
-            logger.debug("could not log a change to %s: %s", path, exc)
+        if self._changes is not None:
+            self._changes.record(message_id)
 
     async def poll_changes(self) -> list[str] | None:
         """Ids other processes changed since the last poll."""
         self._check_open()
-        return await anyio.to_thread.run_sync(self._poll_changes_sync)
-
-    def _poll_changes_sync(self) -> list[str] | None:
-        try:
-            st = os.stat(os.path.join(self.directory, _CHANGES))
-        except FileNotFoundError:
-            st = None
-        if st is None or st.st_ino != self._changes_ino:
-            self._open_changes()
-            return None
-        if st.st_size < self._changes_offset or (
-            st.st_size - self._changes_offset > 2 * CHANGES_LIMIT
-        ):
-            self._changes_offset = st.st_size
-            return None
-        if st.st_size == self._changes_offset:
-            return []
-        data = os.pread(
-            self._changes_fd, st.st_size - self._changes_offset, self._changes_offset
-        )
-        complete = data[: data.rfind(b"\n") + 1]
-        self._changes_offset += len(complete)
-        ids: dict[str, None] = {}
-        token = self._token.encode("ascii")
-        for line in complete.split(b"\n"):
-            writer, _, message_id = line.partition(b" ")
-            if writer != token and ID_PATTERN.fullmatch(message_id.decode("latin-1")):
-                ids[message_id.decode("ascii")] = None
-        return list(ids)
+        assert self._changes is not None
+        return await anyio.to_thread.run_sync(self._changes.poll)
 
     # -- leases --------------------------------------------------------------
 
@@ -564,11 +507,15 @@ class FilesystemStore:
             self._quarantine_message(message_id, reason)
             raise CorruptMessageError(message_id, reason) from None
 
-    def body(self, message_id: str) -> _FsBody:
+    def body(self, message_id: str) -> BodyReader:
         """Stream the body, checking its length and CRC."""
         self._check_open()
         self._check_id(message_id)
-        return _FsBody(self, message_id)
+        return BodyReader(
+            self._path("msg", message_id),
+            message_id,
+            lambda reason: self._quarantine_message(message_id, reason),
+        )
 
     # -- updating ------------------------------------------------------------
 
@@ -735,90 +682,3 @@ def _scan_entry(
         due = None if state_mode & stat.S_IXUSR else state_mtime_ns / 1e9
         return ScanEntry(message_id, arrival, due, size + state_size, True)
     return ScanEntry(message_id, arrival, arrival, size, False)
-
-
-@attrs.define(eq=False)
-class _FsBody:
-    """A message body streamed from its file, checked against its trailer."""
-
-    _store: FilesystemStore
-    _id: str
-    _fd: int = attrs.field(init=False, default=-1)
-    _offset: int = attrs.field(init=False, default=0)
-    _remaining: int = attrs.field(init=False, default=-1)
-    _expected: int = attrs.field(init=False, default=0)
-    _crc: int = attrs.field(init=False, default=0)
-    _done: bool = attrs.field(init=False, default=False)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _open(self) -> None:
-        try:
-            fd = os.open(self._store._path("msg", self._id), os.O_RDONLY)
-        except FileNotFoundError:
-            raise MessageNotFoundError(self._id) from None
-        try:
-            layout = read_layout(fd)
-        except LayoutError as exc:
-            os.close(fd)
-            self._store._quarantine_message(self._id, str(exc))
-            raise CorruptMessageError(self._id, str(exc)) from None
-        self._fd = fd
-        self._offset = layout.body_offset
-        self._remaining = layout.body_length
-        self._expected = layout.crc
-
-    def _read(self) -> bytes:
-        if self._fd < 0:
-            self._open()
-        if self._remaining == 0:
-            self._finish()
-            return b""
-        chunk = os.pread(self._fd, min(READ_CHUNK, self._remaining), self._offset)
-        if not chunk:
-            self._corrupt("the body is shorter than recorded")
-        self._offset += len(chunk)
-        self._remaining -= len(chunk)
-        self._crc = zlib.crc32(chunk, self._crc)
-        if self._remaining == 0:
-            # Check before handing out the last chunk: a damaged message must
-            # fail before a client could send its end-of-data.
-            self._finish()
-        return chunk
-
-    def _finish(self) -> None:
-        self._done = True
-        self._close_fd()
-        if self._crc != self._expected:
-            self._corrupt(f"body CRC {self._crc:08x}, recorded {self._expected:08x}")
-
-    def _corrupt(self, reason: str) -> None:
-        self._close_fd()
-        self._done = True
-        self._store._quarantine_message(self._id, reason)
-        raise CorruptMessageError(self._id, reason)
-
-    def _close_fd(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    async def __anext__(self) -> bytes:
-        if self._done:
-            raise StopAsyncIteration
-        chunk = await anyio.to_thread.run_sync(self._read)
-        if not chunk:
-            raise StopAsyncIteration
-        return chunk
-
-    async def aclose(self) -> None:
-        """Stop reading and close the file."""
-        self._done = True
-        self._close_fd()
