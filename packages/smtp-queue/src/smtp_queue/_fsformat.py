@@ -1,0 +1,276 @@
+r"""The filesystem spool's file formats and its blocking primitives.
+
+Everything here blocks (disk I/O, fsync, flock) and runs in worker threads.
+
+A message file, written once and never changed::
+
+    SMTPQ/1 <header length>\\n
+    <header: JSON, the id, arrival time and envelope>\\n
+    <body, as received>
+    \\nSMTPQ/1 END <body length: 16 hex digits> <CRC-32 of the body: 8 hex>\\n
+
+The trailer is written last, so a file whose size does not add up, or whose
+trailer is missing, was never completed; the CRC catches damage later.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import secrets
+import threading
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "MAX_HEADER",
+    "TRAILER_LENGTH",
+    "DirSync",
+    "MessageLayout",
+    "MessageWriter",
+    "lock_exclusive",
+    "new_message_id",
+    "read_layout",
+    "trailer",
+]
+
+#: Ids: 12 hex digits of milliseconds since the epoch (sorting by id sorts by
+#: arrival), then 64 random bits (unique without coordination between
+#: processes).
+ID_PATTERN = re.compile(r"[0-9a-f]{28}")
+
+#: A header larger than this is not one this package wrote (a 16 MiB envelope
+#: would have some 100,000 recipients).
+MAX_HEADER = 16 * 1024 * 1024
+
+_PREAMBLE = re.compile(rb"SMTPQ/1 (0|[1-9][0-9]{0,8})\n")
+_PREAMBLE_MAX = len(b"SMTPQ/1 ") + 9 + 1
+_TRAILER = re.compile(rb"\nSMTPQ/1 END ([0-9a-f]{16}) ([0-9a-f]{8})\n")
+TRAILER_LENGTH = len(b"\nSMTPQ/1 END ") + 16 + 1 + 8 + 1
+
+# fdatasync is enough: what must survive is the data and the size; the mtime
+# and mode bits carry only scheduling hints (the JSON state is authoritative).
+_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
+def new_message_id(arrival: float) -> str:
+    """A fresh message id for a message arriving at ``arrival``."""
+    millis = min(int(arrival * 1000), 16**12 - 1)
+    return f"{millis:012x}{secrets.token_hex(8)}"
+
+
+def preamble(header_length: int) -> bytes:
+    """The first line of a message file."""
+    return b"SMTPQ/1 %d\n" % header_length
+
+
+def trailer(body_length: int, crc: int) -> bytes:
+    """The last line of a message file."""
+    return b"\nSMTPQ/1 END %016x %08x\n" % (body_length, crc)
+
+
+@attrs.frozen
+class MessageLayout:
+    """Where the parts of a message file are."""
+
+    header: bytes
+    body_offset: int
+    body_length: int
+    crc: int
+
+
+class LayoutError(ValueError):
+    """The file is not a complete message file."""
+
+
+def _pread_exact(fd: int, length: int, offset: int) -> bytes:
+    data = b""
+    while len(data) < length:
+        chunk = os.pread(fd, length - len(data), offset + len(data))
+        if not chunk:
+            raise LayoutError(f"file ends at {offset + len(data)}, expected more")
+        data += chunk
+    return data
+
+
+def read_layout(fd: int) -> MessageLayout:
+    """Check a message file's framing and return its header and body position."""
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, _PREAMBLE_MAX, 0)
+    match = _PREAMBLE.match(head)
+    if match is None:
+        raise LayoutError("no SMTPQ/1 preamble: not a message file")
+    header_length = int(match[1])
+    if header_length > MAX_HEADER:
+        raise LayoutError(f"header of {header_length} octets is too large")
+    header_offset = match.end()
+    body_offset = header_offset + header_length + 1
+    if size < body_offset + TRAILER_LENGTH:
+        raise LayoutError(f"truncated: {size} octets")
+    tail = _pread_exact(fd, TRAILER_LENGTH, size - TRAILER_LENGTH)
+    end = _TRAILER.fullmatch(tail)
+    if end is None:
+        raise LayoutError("no trailer: the file was never completed")
+    body_length = int(end[1], 16)
+    if body_offset + body_length + TRAILER_LENGTH != size:
+        raise LayoutError(f"size {size} does not match header {header_length} + body {body_length}")
+    header = _pread_exact(fd, header_length + 1, header_offset)
+    if header[-1:] != b"\n":
+        raise LayoutError("header not terminated")
+    return MessageLayout(header[:-1], body_offset, body_length, int(end[2], 16))
+
+
+def lock_exclusive(fd: int, *, wait: bool) -> bool:
+    """``flock`` the file exclusively; ``False`` if someone else holds it.
+
+    flock locks belong to the open file description, so two opens of one file
+    exclude each other within a process too, and the kernel drops them when
+    the process dies: a SIGKILLed worker's lease ends by itself.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """``os.write`` until everything is written."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+@attrs.define(eq=False)
+class MessageWriter:
+    """Writes one message file under ``tmp/``, locked so cleanup leaves it alone."""
+
+    path: str
+    durable: bool
+    fd: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        lock_exclusive(self.fd, wait=False)
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append to the file."""
+        write_all(self.fd, data)
+
+    def finish(self, mtime_ns: int | None = None) -> None:
+        """Set the modification time and make the contents durable."""
+        if mtime_ns is not None:
+            os.utime(self.fd, ns=(mtime_ns, mtime_ns))
+        if self.durable:
+            _datasync(self.fd)
+
+    def close(self) -> None:
+        """Close (and so unlock) the file."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def abort(self) -> None:
+        """Remove the partial file."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            self.close()
+
+
+def fsync_directory(path: str) -> None:
+    """Fsync a directory once (its entries become durable)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class DirSync:
+    """Group commit of a directory's fsync.
+
+    After a rename into the directory, :meth:`sync` returns once an fsync of
+    the directory that started after the rename has completed.  Callers that
+    arrive while an fsync runs share the next one, so N concurrent enqueues
+    cost far fewer than N directory fsyncs, and each still returns only once
+    its own rename is durable.
+    """
+
+    def __init__(self, path: str, *, durable: bool) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        self._durable = durable
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+
+    def sync(self) -> None:
+        """Make every rename and unlink done so far in the directory durable."""
+        if not self._durable:
+            return
+        with self._cond:
+            self._requested += 1
+            ticket = self._requested
+            while self._completed < ticket:
+                if self._running:
+                    self._cond.wait()
+                    continue
+                # Become the one who syncs, for everybody who asked so far.
+                self._running = True
+                target = self._requested
+                self._cond.release()
+                try:
+                    os.fsync(self._fd)
+                except BaseException:
+                    self._cond.acquire()
+                    self._running = False
+                    self._cond.notify_all()
+                    raise
+                self._cond.acquire()
+                self._running = False
+                self._completed = max(self._completed, target)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Close the directory."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def replace_file(
+    tmp_path: str,
+    path: str,
+    data: bytes,
+    *,
+    durable: bool,
+    mode: int = 0o600,
+    mtime_ns: int | None = None,
+) -> None:
+    """Write ``data`` to ``tmp_path`` durably, then rename it over ``path``.
+
+    The caller makes the rename durable (a :class:`DirSync` of the directory).
+    """
+    writer = MessageWriter(tmp_path, durable)
+    try:
+        writer.write(data)
+        if mode != 0o600:
+            os.fchmod(writer.fd, mode)
+        writer.finish(mtime_ns)
+        os.replace(tmp_path, path)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()

@@ -1,0 +1,573 @@
+"""The queue's scheduler, leases, retries, expiry and operations."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+import pytest
+from support import (
+    BUSY,
+    OK,
+    SETTINGS,
+    START,
+    FakeClock,
+    chunks,
+    delivered,
+    envelope,
+    make_queue,
+    message,
+    permanent,
+    read_body,
+    results,
+    transient,
+)
+
+from smtp_message import Mailbox
+from smtp_queue import (
+    Delivery,
+    LeaseLostError,
+    MessageNotFoundError,
+    MessageTooLargeError,
+    Queue,
+    QueueSettings,
+    RecipientResult,
+    RecipientStatus,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+    from pathlib import Path
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_enqueue_then_deliver_returns_envelope_and_body(spool: Path) -> None:
+    """RFC 5321 4.5.4: what was accepted is what is delivered, byte for byte."""
+    content = message("one")
+    async with make_queue(spool) as queue:
+        message_id = await queue.enqueue(envelope("alice@a.example", "bob@b.example"), content)
+        delivery = await queue.next_delivery()
+        assert delivery.id == message_id
+        assert delivery.envelope.sender == Mailbox("alice", "a.example")
+        assert [str(r.mailbox) for r in delivery.recipients] == ["bob@b.example"]
+        assert delivery.attempt == 1
+        assert delivery.size == len(content)
+        assert await read_body(delivery) == content
+        assert await delivery.record(results([("bob@b.example", delivered())])) is None
+        # Every recipient delivered: the message has left the queue.
+        assert (await queue.statistics()).messages == 0
+        with pytest.raises(MessageNotFoundError):
+            await queue.show(message_id)
+
+
+async def test_enqueue_streams_chunks_and_bytes_alike(spool: Path) -> None:
+    """DESIGN.md: the server streams DATA into the spool in chunks."""
+    content = message("big", "x" * 999 + "\r\n") * 700
+    async with make_queue(spool) as queue:
+        first = await queue.enqueue(envelope(), chunks(content, 4096))
+        second = await queue.enqueue(envelope(), content)
+        for _ in range(2):
+            delivery = await queue.next_delivery()
+            assert delivery.id in (first, second)
+            assert await read_body(delivery) == content
+            await delivery.record(results([("bob@b.example", delivered())]))
+
+
+async def test_enqueue_empty_body(spool: Path) -> None:
+    """RFC 5321 4.1.1.4: an empty message is still a message."""
+    async with make_queue(spool) as queue:
+        await queue.enqueue(envelope(), b"")
+        delivery = await queue.next_delivery()
+        assert await read_body(delivery) == b""
+        await delivery.record(results([("bob@b.example", delivered())]))
+
+
+async def test_enqueue_failing_stream_stores_nothing(spool: Path) -> None:
+    """DESIGN.md: 250 only after the body is durable; a client that disconnects
+    mid-DATA leaves nothing behind (RFC 5321 4.1.1.4)."""
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"Subject: half\r\n"
+        raise ConnectionResetError("client went away")
+
+    async with make_queue(spool) as queue:
+        with pytest.raises(ConnectionResetError):
+            await queue.enqueue(envelope(), broken())
+        assert (await queue.statistics()).messages == 0
+        assert os.listdir(spool / "tmp") == []
+        assert await queue.try_next_delivery() is None
+
+
+async def test_enqueue_cancelled_mid_body_stores_nothing(spool: Path) -> None:
+    """A cancelled enqueue (the session ended) leaves no file and no message."""
+    started = anyio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"x" * 300_000
+        started.set()
+        await anyio.sleep_forever()
+        yield b""  # pragma: no cover
+
+    async with make_queue(spool) as queue:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queue.enqueue, envelope(), slow())
+            await started.wait()
+            tg.cancel_scope.cancel()
+        assert (await queue.statistics()).messages == 0
+        assert os.listdir(spool / "tmp") == []
+
+
+async def test_enqueue_over_size_limit_raises_and_stores_nothing(spool: Path) -> None:
+    """RFC 1870 6 / RFC 5321 4.5.3.1.10: too big is a 552, not a stored message."""
+    settings = attrs.evolve(SETTINGS, max_message_size=10_000)
+    async with make_queue(spool, settings=settings) as queue:
+        with pytest.raises(MessageTooLargeError) as info:
+            await queue.enqueue(envelope(), chunks(b"y" * 10_001, 100))
+        assert info.value.limit == 10_000
+        await queue.enqueue(envelope(), b"y" * 10_000)
+        assert (await queue.statistics()).messages == 1
+        assert os.listdir(spool / "tmp") == []
+
+
+async def test_next_delivery_wakes_on_new_mail(spool: Path) -> None:
+    """The scheduler wakes at once for new mail (no polling delay needed)."""
+    settings = attrs.evolve(SETTINGS, poll_interval=3600.0)
+    got: list[Delivery] = []
+    arrived = anyio.Event()
+    async with make_queue(spool, settings=settings) as queue:
+        async with anyio.create_task_group() as tg:
+
+            async def worker() -> None:
+                got.append(await queue.next_delivery())
+                arrived.set()
+
+            tg.start_soon(worker)
+            await anyio.wait_all_tasks_blocked()
+            assert got == []
+            with anyio.fail_after(30):
+                message_id = await queue.enqueue(envelope(), message())
+                await arrived.wait()
+        assert got[0].id == message_id
+        await got[0].release()
+
+
+async def test_transient_failure_retries_on_schedule(spool: Path, clock: FakeClock) -> None:
+    """RFC 5321 4.5.4.1: retry after the configured delay, not before."""
+    async with make_queue(spool, clock) as queue:
+        await queue.enqueue(envelope(), message())
+        delivery = await queue.next_delivery()
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        assert state.next_attempt == START + 60.0
+        assert state.recipients[0].attempts == 1
+        assert state.recipients[0].last_reply == BUSY
+        assert await queue.try_next_delivery() is None
+        clock.advance(59.0)
+        assert await queue.try_next_delivery() is None
+        clock.advance(1.0)
+        second = await queue.try_next_delivery()
+        assert second is not None
+        assert second.attempt == 2
+        state = await second.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        # The last delay repeats.
+        assert state.next_attempt == START + 60.0 + 600.0
+
+
+async def test_only_pending_recipients_are_retried(spool: Path, clock: FakeClock) -> None:
+    """A recipient marked delivered is never sent again (DESIGN.md contract)."""
+    env = envelope("alice@a.example", "bob@b.example", "carol@c.example", "dan@d.example")
+    async with make_queue(spool, clock) as queue:
+        await queue.enqueue(env, message())
+        delivery = await queue.next_delivery()
+        await delivery.record(
+            results(
+                [
+                    ("bob@b.example", delivered()),
+                    ("carol@c.example", transient()),
+                    ("dan@d.example", transient()),
+                ]
+            )
+        )
+        clock.advance(60)
+        retry = await queue.next_delivery()
+        assert [str(r.mailbox) for r in retry.recipients] == [
+            "carol@c.example",
+            "dan@d.example",
+        ]
+        with pytest.raises(ValueError, match="not pending"):
+            await retry.record(results([("bob@b.example", delivered())]))
+        with pytest.raises(ValueError, match="not a recipient"):
+            await retry.record(results([("eve@e.example", delivered())]))
+        state = await retry.record(
+            results([("carol@c.example", delivered()), ("dan@d.example", transient())])
+        )
+        assert state is not None
+        statuses = [r.status for r in state.recipients]
+        assert statuses == [
+            RecipientStatus.DELIVERED,
+            RecipientStatus.DELIVERED,
+            RecipientStatus.PENDING,
+        ]
+        assert [r.attempts for r in state.recipients] == [1, 2, 2]
+
+
+async def test_missing_result_counts_as_transient(spool: Path) -> None:
+    """A worker that forgets a recipient must not lose it: it is retried."""
+    async with make_queue(spool) as queue:
+        await queue.enqueue(envelope("a@a.example", "b@b.example", "c@c.example"), b"x")
+        delivery = await queue.next_delivery()
+        state = await delivery.record(results([("b@b.example", delivered())]))
+        assert state is not None
+        pending = state.recipients[1]
+        assert pending.status is RecipientStatus.PENDING
+        assert pending.last_reply is not None
+        assert pending.last_reply.code == 451
+
+
+async def test_expiry_fails_pending_recipients(spool: Path, clock: FakeClock) -> None:
+    """RFC 5321 4.5.4.1: give up after the queue lifetime; one last attempt is
+    made at the expiry time itself (the retry time is capped to it)."""
+    async with make_queue(spool, clock) as queue:
+        await queue.enqueue(envelope(None, "bob@b.example"), message())
+        for _ in range(7):  # at 0, 60, 660, ... 3060 s; then capped to 3600
+            delivery = await queue.next_delivery()
+            state = await delivery.record(results([("bob@b.example", transient())]))
+            assert state is not None
+            clock.now = state.next_attempt
+        assert clock.now == START + 3600.0  # capped at arrival + max_age
+        delivery = await queue.next_delivery()
+        assert await delivery.record(results([("bob@b.example", transient())])) is None
+        assert (await queue.statistics()).messages == 0
+
+
+async def test_delivery_survives_restart_with_timers_from_storage(
+    spool: Path, clock: FakeClock
+) -> None:
+    """Reopening recomputes every timer from the spool (crash or restart)."""
+    async with make_queue(spool, clock) as queue:
+        deferred = await queue.enqueue(envelope(), message("deferred"))
+        clock.advance(1)
+        fresh = await queue.enqueue(envelope(), message("fresh"))
+        delivery = await queue.next_delivery()
+        assert delivery.id == deferred
+        await delivery.record(results([("bob@b.example", transient())]))
+    async with make_queue(spool, clock) as queue:
+        assert queue.scheduled == 2
+        delivery = await queue.next_delivery()
+        assert delivery.id == fresh
+        await delivery.record(results([("bob@b.example", delivered())]))
+        assert await queue.try_next_delivery() is None
+        clock.advance(60)
+        delivery = await queue.next_delivery()
+        assert delivery.id == deferred
+        assert delivery.attempt == 2
+        await delivery.release()
+
+
+async def test_lease_is_exclusive_between_queues(spool: Path) -> None:
+    """At-least-once, not at-most-twice-at-once: one worker per message."""
+    async with make_queue(spool) as first, make_queue(spool) as second:
+        message_id = await first.enqueue(envelope(), message())
+        await second._rescan()
+        delivery = await first.next_delivery()
+        assert await second.try_next_delivery() is None
+        info = await second.show(message_id)
+        assert info.leased
+        await delivery.release()
+        await second._rescan()
+        other = await second.try_next_delivery()
+        assert other is not None
+        assert other.id == message_id
+        await other.release()
+
+
+async def test_released_delivery_counts_no_attempt(spool: Path) -> None:
+    """Giving a message back (shutdown) is not a delivery attempt."""
+    async with make_queue(spool) as queue:
+        await queue.enqueue(envelope(), message())
+        delivery = await queue.next_delivery()
+        await delivery.release()
+        again = await queue.next_delivery()
+        assert again.attempt == 1
+        with pytest.raises(LeaseLostError):
+            await delivery.record({})
+        with pytest.raises(LeaseLostError):
+            delivery.body()
+        await again.release()
+
+
+async def test_delivery_context_manager_failure_is_transient(spool: Path) -> None:
+    """An exception in the worker's block is a transient failure (451 4.3.0)."""
+    async with make_queue(spool) as queue:
+        await queue.enqueue(envelope(), message())
+        with pytest.raises(RuntimeError):
+            async with await queue.next_delivery() as delivery:
+                raise RuntimeError("network down")
+        info = await queue.show(delivery.id)
+        reply = info.state.recipients[0].last_reply
+        assert reply is not None
+        assert reply.code == 451
+        assert reply.enhanced == "4.3.0"
+        assert info.last_error == reply
+
+
+async def test_serve_records_results_and_bounces(spool: Path) -> None:
+    """serve() runs N workers over the queue until every message is handled;
+    each permanent failure bounces once (RFC 3461 6.2), and the bounces, having
+    a null sender, cause nothing further when they fail (RFC 5321 4.5.5)."""
+    seen: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        seen.append(delivery.id)
+        out = {}
+        for r in delivery.recipients:
+            good = r.mailbox.local_part.startswith("ok")
+            out[r.mailbox] = delivered() if good else permanent()
+        return out
+
+    async with make_queue(spool) as queue:
+        for i in range(20):
+            await queue.enqueue(
+                envelope("alice@a.example", f"ok{i}@b.example", f"no{i}@b.example"),
+                message(f"m{i}"),
+            )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler, workers=4))
+            with anyio.fail_after(60):
+                while True:
+                    if not (await queue.statistics()).messages:
+                        break
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        # 20 originals, then 20 bounces to alice, who is not "ok": each bounce
+        # failed permanently and, having a null sender, caused nothing more.
+        assert len(seen) == 40
+        assert len(set(seen)) == 40
+        assert await queue.quarantined() == []
+
+
+async def test_serve_handler_exception_and_timeout_are_transient(spool: Path) -> None:
+    """A crashing or hung delivery returns the message to the queue."""
+    settings = attrs.evolve(SETTINGS, lease_duration=0.2)
+    calls: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        calls.append(delivery.id)
+        if len(calls) == 1:
+            raise OSError("boom")
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async with make_queue(spool, settings=settings) as queue:
+        first = await queue.enqueue(envelope(), message("a"))
+        second = await queue.enqueue(envelope(), message("b"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler, workers=1))
+            with anyio.fail_after(30):
+                while True:
+                    if len(calls) >= 2 and not queue.active:
+                        break
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+        states = {first: await queue.show(first), second: await queue.show(second)}
+        replies = {k: v.state.recipients[0].last_reply for k, v in states.items()}
+        codes = sorted((r.enhanced or "") for r in replies.values() if r is not None)
+        assert codes == ["4.3.0", "4.4.7"]
+        assert all(not v.leased for v in states.values())
+
+
+async def test_serve_cancelled_gives_message_back(spool: Path) -> None:
+    """Shutdown mid-delivery: the lease is released, no attempt recorded."""
+    started = anyio.Event()
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async with make_queue(spool) as queue:
+        message_id = await queue.enqueue(envelope(), message())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler, workers=2))
+            await started.wait()
+            tg.cancel_scope.cancel()
+        info = await queue.show(message_id)
+        assert not info.leased
+        assert info.state.attempts == 0
+        delivery = await queue.try_next_delivery()
+        assert delivery is not None
+        assert delivery.attempt == 1
+        await delivery.release()
+
+
+async def test_hold_release_retry_delete(spool: Path, clock: FakeClock) -> None:
+    """Operations of ``postsuper -h/-H/-d`` and ``postqueue -i``."""
+    async with make_queue(spool, clock) as queue:
+        held = await queue.enqueue(envelope(), message("held"))
+        await queue.hold(held)
+        assert await queue.try_next_delivery() is None
+        info = await queue.show(held)
+        assert info.held
+        assert info.next_attempt is None
+        stats = await queue.statistics()
+        assert (stats.messages, stats.held) == (1, 1)
+        await queue.retry(held)  # stays held
+        assert await queue.try_next_delivery() is None
+        await queue.release(held)
+        delivery = await queue.next_delivery()
+        await delivery.record(results([("bob@b.example", transient())]))
+        assert await queue.try_next_delivery() is None
+        await queue.retry(held)
+        delivery = await queue.next_delivery()
+        assert delivery.id == held
+        await delivery.release()
+        await queue.delete(held)
+        assert (await queue.statistics()).messages == 0
+        with pytest.raises(MessageNotFoundError):
+            await queue.hold(held)
+        with pytest.raises(MessageNotFoundError):
+            await queue.show("not-an-id")
+
+
+async def test_hold_during_delivery_keeps_message_held(spool: Path) -> None:
+    """An operator's hold is not undone by the result of a running attempt."""
+    async with make_queue(spool) as queue:
+        message_id = await queue.enqueue(envelope(), message())
+        delivery = await queue.next_delivery()
+        await queue.hold(message_id)
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        assert state.held
+        assert await queue.try_next_delivery() is None
+
+
+async def test_delete_during_delivery_drops_result(spool: Path) -> None:
+    """postsuper -d on an active message: the running attempt's result is dropped."""
+    async with make_queue(spool) as queue:
+        message_id = await queue.enqueue(envelope(), message())
+        delivery = await queue.next_delivery()
+        await queue.delete(message_id)
+        assert await delivery.record(results([("bob@b.example", transient())])) is None
+        assert (await queue.statistics()).messages == 0
+        assert os.listdir(spool / "state") == []
+
+
+async def test_messages_lists_everything_oldest_first(spool: Path, clock: FakeClock) -> None:
+    """``smtp-mta queue list``: id, age, size, sender, pending, next, last error."""
+    async with make_queue(spool, clock) as queue:
+        ids = []
+        for i in range(3):
+            ids.append(await queue.enqueue(envelope(f"s{i}@a.example"), message(f"{i}")))
+            clock.advance(10)
+        delivery = await queue.next_delivery()
+        await delivery.record(results([("bob@b.example", transient())]))
+        listed = [info async for info in queue.messages()]
+        assert [i.id for i in listed] == ids
+        assert [str(i.sender) for i in listed] == [f"s{i}@a.example" for i in range(3)]
+        first = listed[0]
+        assert first.age(clock.now) == 30.0
+        assert first.last_error == BUSY
+        assert first.next_attempt is not None
+        assert first.next_attempt.timestamp() == clock.now + 60.0
+        assert [str(r.mailbox) for r in first.pending] == ["bob@b.example"]
+        stats = await queue.statistics()
+        assert stats.messages == 3
+        assert stats.deferred == 1
+        assert stats.oldest_arrival == START
+        assert stats.oldest_age(clock.now) == 30.0
+        assert stats.size > sum(i.size for i in listed)
+
+
+async def test_operations_from_another_queue_reach_the_scheduler(spool: Path) -> None:
+    """A second process's release or retry is noticed within the poll interval."""
+    async with make_queue(spool) as daemon, make_queue(spool) as operator:
+        message_id = await daemon.enqueue(envelope(), message())
+        await operator.hold(message_id)
+        with anyio.fail_after(30):
+            while daemon.scheduled:
+                await daemon._maintain()
+                await anyio.sleep(0.06)
+        assert await daemon.try_next_delivery() is None
+        await operator.release(message_id)
+        with anyio.fail_after(30):
+            delivery = await daemon.next_delivery()
+        assert delivery.id == message_id
+        await delivery.release()
+
+
+async def test_queue_rejects_use_before_open(spool: Path) -> None:
+    """The API says clearly when the queue is not open."""
+    queue = make_queue(spool)
+    with pytest.raises(RuntimeError, match="not open"):
+        await queue.enqueue(envelope(), b"x")
+
+
+async def test_settings_validation() -> None:
+    """Settings reject nonsense at construction, naming the setting."""
+    with pytest.raises(ValueError, match="lease_duration"):
+        QueueSettings(lease_duration=0)
+    with pytest.raises(ValueError, match="host name"):
+        QueueSettings(hostname="bad host")
+    with pytest.raises(ValueError, match="max_message_size"):
+        QueueSettings(max_message_size=-1)
+
+
+async def test_from_path_uses_a_filesystem_store(spool: Path) -> None:
+    """Queue.from_path is the one-line way to a spool directory."""
+    async with Queue.from_path(spool, SETTINGS) as queue:
+        await queue.enqueue(envelope(), b"x")
+        delivery = await queue.next_delivery()
+        await delivery.record({Mailbox("bob", "b.example"): RecipientResult.delivered(OK)})
+    assert (spool / "smtp-queue.json").exists()
+
+
+OPERATOR = """
+import json, sys
+import anyio
+from smtp_queue import Queue, QueueSettings
+
+async def main(spool, leased, other):
+    async with Queue.from_path(spool, QueueSettings(hostname="op.example")) as queue:
+        seen = (await queue.show(leased)).leased
+        await queue.hold(leased)
+        await queue.delete(other)
+        stats = await queue.statistics()
+        print(json.dumps({"leased": seen, "messages": stats.messages}))
+
+anyio.run(main, *sys.argv[1:4])
+"""
+
+
+async def test_operations_from_a_separate_process(spool: Path) -> None:
+    """``smtp-mta queue hold/delete`` run as another process while this one
+    delivers: it sees the lease, and its changes reach this scheduler."""
+    async with make_queue(spool) as queue:
+        leased_id = await queue.enqueue(envelope(), message("a"))
+        delivery = await queue.next_delivery()
+        assert delivery.id == leased_id
+        other_id = await queue.enqueue(envelope(), message("b"))
+        result = await anyio.run_process(
+            [sys.executable, "-c", OPERATOR, str(spool), leased_id, other_id]
+        )
+        report = json.loads(result.stdout)
+        assert report == {"leased": True, "messages": 1}
+        # The running attempt finishes; the operator's hold is kept.
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        assert state.held
+        # The deletion reaches this process's scheduler through the change log.
+        with anyio.fail_after(30):
+            while True:
+                await queue._maintain()
+                if not queue.scheduled:
+                    break
+                await anyio.sleep(0.06)
+        assert await queue.try_next_delivery() is None
+        with pytest.raises(MessageNotFoundError):
+            await queue.show(other_id)
