@@ -16,6 +16,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import AsyncIterator  # noqa: TC003 (at run time: the docs resolve the hints)
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,6 @@ from smtp_message import Reply, ServerSettings
 from smtp_server import Credentials, Envelope, Hooks, Server, Session, Settings, listen
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from anyio.abc import ByteStream, Listener
 
 __all__ = ["DiscardHooks", "SinkHooks", "register"]
