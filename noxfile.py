@@ -14,7 +14,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "examples"]
 nox.options.error_on_external_run = True
 
 ROOT = Path(__file__).parent
@@ -51,6 +51,7 @@ def typecheck(session: nox.Session) -> None:
     sources += ["docs/gen_state_diagrams.py"]
     sources += [str(p) for p in sorted(ROOT.glob("benchmarks/*.py"))]
     sources += [str(p) for p in sorted(ROOT.glob("fuzz/*.py"))]
+    sources += [str(p) for p in sorted(ROOT.glob("examples/*.py"))]
     session.run("mypy", *sources)
     # Test directories hold modules of the same names (test_x.py in two
     # packages), so each is checked on its own.
@@ -65,6 +66,13 @@ def tests(session: nox.Session, package: str) -> None:
     sync(session, "--package", package, "--group", "test")
     env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
     session.run("pytest", f"packages/{package}/tests", *session.posargs, env=env)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The programs in examples/, run as documented against real servers."""
+    sync(session, "--all-packages", "--group", "test")
+    session.run("pytest", "examples", *session.posargs)
 
 
 @nox.session
