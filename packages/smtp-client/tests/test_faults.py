@@ -54,9 +54,10 @@ def envelope(*recipients: str) -> Envelope:
 async def send(
     dialogue: Dialogue, env: Envelope, body: bytes = BODY, **client: Any
 ) -> tuple[SendResult, Scripted]:
+    client.setdefault("timeouts", FAST)
     async with (
         scripted_server(dialogue) as server,
-        Client(helo="client.test", timeouts=FAST, **client) as c,
+        Client(helo="client.test", **client) as c,
     ):
         result = await c.send(plain(server.port), env, body)
     return result, server
@@ -417,3 +418,99 @@ async def test_connection_raises_reply_error_for_refused_greeting() -> None:
     assert info.value.permanent
     assert info.value.remote
     assert info.value.reply == Reply(554, None, "5.7.1 go away")
+
+
+# -- Timeouts (RFC 5321 4.5.3.2) ----------------------------------------------
+
+
+def test_timeouts_default_to_rfc_5321_minimums() -> None:
+    """RFC 5321 4.5.3.2.1-6: 5 min greeting, MAIL, RCPT; 2 min DATA initiation;
+    3 min per data block; 10 min for the reply to the end of data."""
+    t = Timeouts()
+    assert (t.greeting, t.mail, t.rcpt, t.command) == (300, 300, 300, 300)
+    assert (t.data_init, t.data_block, t.data_end) == (120, 180, 600)
+    half = t.scaled(0.5)
+    assert (half.greeting, half.data_init, half.data_end, half.connect) == (150, 60, 300, 15)
+    with pytest.raises(ValueError, match="positive"):
+        Timeouts(rcpt=0)
+
+
+@pytest.mark.parametrize(
+    ("stall", "setting"),
+    [
+        ("EHLO", "command"),
+        ("MAIL", "mail"),
+        ("RCPT", "rcpt"),
+        ("DATA", "data_init"),
+        (".", "data_end"),
+    ],
+)
+async def test_send_each_stage_waits_for_its_own_timeout(stall: str, setting: str) -> None:
+    """RFC 5321 4.5.3.2: each stage has its own, settable, timeout.  The server
+    never answers ``stall``; only the timeout of that stage is short, so the
+    client gives up after it (and not after the 30 s of every other one)."""
+    slow = dict.fromkeys(
+        ("connect", "greeting", "command", "mail", "rcpt", "data_init", "data_block", "data_end"),
+        30.0,
+    )
+    timeouts = Timeouts(**{**slow, setting: 0.3})
+    # No PIPELINING: one command at a time, each with its own timeout.  A body
+    # over one write's size is sent first, then the end-of-data reply is
+    # awaited alone (data_end).
+    dialogue = Dialogue(extensions=["8BITMIME"], replies={stall: b""})
+    body = b"Subject: slow\r\n\r\n" + (b"x" * 998 + b"\r\n") * 80
+    started = anyio.current_time()
+    result, _ = await send(dialogue, envelope("a@x.test"), body, timeouts=timeouts)
+    (r,) = result.recipients
+    assert r.status is Status.TRANSIENT
+    assert r.reply.enhanced == "4.4.2"
+    assert "within 0.3 s" in r.reply.text
+    assert anyio.current_time() - started < 10
+
+
+# -- Host names ------------------------------------------------------------------
+
+
+async def test_send_unresolvable_smart_host_is_transient_with_the_resolvers_words() -> None:
+    """RFC 3463 X.4.1 with the reason kept for the DSN: getaddrinfo's own words
+    ("Name or service not known"), not "Unknown error -2"."""
+    async with Client(helo="client.test", timeouts=FAST) as client:
+        result = await client.send(
+            SmartHost("bad..name.test", 25, tls=TLSPolicy.none()), envelope("a@x.test"), BODY
+        )
+    (r,) = result.recipients
+    assert (r.status, r.reply.enhanced) == (Status.TRANSIENT, "4.4.1")
+    assert "Unknown error" not in r.reply.text
+    assert "not known" in r.reply.text or "resolution" in r.reply.text
+
+
+@pytest.mark.parametrize("host", ["\u2603.test", "h\udcff.test"], ids=["idna", "surrogate"])
+async def test_send_host_name_idna_refuses_is_a_result_not_an_exception(host: str) -> None:
+    """A smart host name IDNA cannot encode: Client.send still returns a result
+    (transient 4.4.1), and the reply's text is sendable (no lone surrogate)."""
+    async with Client(helo="client.test", timeouts=FAST) as client:
+        result = await client.send(
+            SmartHost(host, 25, tls=TLSPolicy.none()), envelope("a@x.test"), BODY
+        )
+    (r,) = result.recipients
+    assert (r.status, r.reply.enhanced) == (Status.TRANSIENT, "4.4.1")
+    assert "bad host name" in r.reply.text
+    r.reply.text.encode("utf-8")
+
+
+# -- ENHANCEDSTATUSCODES (RFC 2034) ----------------------------------------------
+
+
+@pytest.mark.parametrize("advertised", [True, False])
+async def test_send_enhanced_codes_read_only_when_advertised(advertised: bool) -> None:
+    """RFC 2034 3: a reply's text starts with an RFC 3463 code only once the
+    server announced ENHANCEDSTATUSCODES; otherwise the text is kept whole."""
+    extensions = ["PIPELINING", *(["ENHANCEDSTATUSCODES"] if advertised else [])]
+    dialogue = Dialogue(extensions=extensions, replies={"RCPT": b"550 5.1.1 no such user\r\n"})
+    result, _ = await send(dialogue, envelope("ghost@x.test"))
+    (r,) = result.recipients
+    assert r.status is Status.PERMANENT
+    if advertised:
+        assert (r.reply.enhanced, r.reply.text) == ("5.1.1", "no such user")
+    else:
+        assert (r.reply.enhanced, r.reply.text) == (None, "5.1.1 no such user")

@@ -391,23 +391,51 @@ async def test_many_recipients_with_a_stream_factory() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["a\r\n@x.test", "a@x.test\r\nRCPT TO:<evil@x.test>", "a\x00@x.test", "a@x\n.test"],
+    [
+        "a\r\n@x.test",
+        "a@x.test\r\nRCPT TO:<evil@x.test>",
+        "a\x00@x.test",
+        "a@x\n.test",
+        "a\r@x.test",
+        "a\x01b@x.test",
+        "a\x1b[31m@x.test",
+        "a\x7f@x.test",
+        "a\tb@x.test",
+        '"a\r\nb"@x.test',
+        "a@[127.0.0.1\r\n]",
+    ],
 )
 def test_envelope_refuses_control_characters(address: str) -> None:
-    """GHSA-v3q9-hj7j-63hq: CR, LF or NUL in an address never reach the wire:
-    the envelope cannot even be built."""
+    """GHSA-v3q9-hj7j-63hq: CR, LF, NUL or any other control byte in an
+    address never reaches the wire: the envelope cannot even be built, by
+    text or from a Mailbox."""
     with pytest.raises(ValueError, match=r"."):
         Envelope.build(address, ["b@x.test"])
     with pytest.raises(ValueError, match=r"."):
         Envelope.build("a@x.test", [address])
+    with pytest.raises(ValueError, match=r"."):
+        Recipient.parse(address)
+    local, _, domain = address.rpartition("@")
+    with pytest.raises(ValueError, match=r"."):
+        Mailbox(local.strip('"'), domain)
 
 
-def test_mail_params_refuse_control_characters() -> None:
-    """GHSA-v3q9-hj7j-63hq: ENVID and extension values are checked when built."""
+@pytest.mark.parametrize("bad", ["\r\n", "\n", "\r", "\x00", "\x01", "\x7f"])
+def test_mail_and_rcpt_params_refuse_control_characters(bad: str) -> None:
+    """GHSA-v3q9-hj7j-63hq: every parameter value (ENVID, AUTH=, ORCPT,
+    extensions' keywords and values) is checked when built."""
     with pytest.raises(ValueError, match="ENVID"):
-        MailParams(envid="x\r\nRSET")
+        MailParams(envid=f"x{bad}RSET")
+    with pytest.raises(ValueError, match="AUTH"):
+        MailParams(auth=f"x{bad}RSET")
     with pytest.raises(ValueError, match="ESMTP value"):
-        MailParams(extra=[("X-FOO", "a\r\nb")])
+        MailParams(extra=[("X-FOO", f"a{bad}b")])
+    with pytest.raises(ValueError, match="ESMTP keyword"):
+        MailParams(extra=[(f"X{bad}FOO", "a")])
+    with pytest.raises(ValueError, match="ESMTP value"):
+        RcptParams(extra=[("X-FOO", f"a{bad}b")])
+    with pytest.raises(ValueError, match="ORCPT"):
+        OriginalRecipient("rfc822", f"a{bad}@x.test")
 
 
 # -- Properties --------------------------------------------------------------

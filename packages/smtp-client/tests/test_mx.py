@@ -338,27 +338,29 @@ async def test_mx_every_exchanger_refusing_permanently_is_permanent(
 
 
 @pytest.mark.parametrize(
-    ("setup", "status", "enhanced"),
+    ("domain", "setup", "status", "enhanced"),
     [
-        (lambda s: s.add("nullmx.test", "MX", "0 ."), Status.PERMANENT, "5.1.10"),
-        (lambda s: None, Status.PERMANENT, "5.1.2"),
-        (lambda s: s.servfail("fail.test"), Status.TRANSIENT, "4.4.3"),
+        ("nullmx.test", lambda s: s.add("nullmx.test", "MX", "0 ."), Status.PERMANENT, "5.1.10"),
+        ("nosuch.test", lambda s: None, Status.PERMANENT, "5.1.2"),
+        ("fail.test", lambda s: s.servfail("fail.test"), Status.TRANSIENT, "4.4.3"),
+        ("silent.test", lambda s: s.drop("silent.test"), Status.TRANSIENT, "4.4.3"),
     ],
-    ids=["null-mx", "nxdomain", "servfail"],
+    ids=["null-mx", "nxdomain", "servfail", "timeout"],
 )
 async def test_mx_dns_failures_become_results(
     dns_server: DNSServer,
+    domain: str,
     setup: Callable[[DNSServer], None],
     status: Status,
     enhanced: str,
 ) -> None:
-    """RFC 7505 and RFC 5321 5.1: DNS outcomes reach every recipient's result."""
+    """RFC 7505 and RFC 5321 5.1: DNS outcomes reach every recipient's result:
+    null MX and NXDOMAIN permanent, SERVFAIL and no answer at all transient."""
     setup(dns_server)
-    domain = {"5.1.10": "nullmx.test", "5.1.2": "nosuch.test", "4.4.3": "fail.test"}[enhanced]
     async with Client(
         helo="client.test",
         timeouts=FAST,
-        resolver=MXResolver.at(dns_server.host, dns_server.port),
+        resolver=MXResolver.at(dns_server.host, dns_server.port, lifetime=0.5),
     ) as client:
         result = await client.send(
             MXDomain(domain),
@@ -368,6 +370,35 @@ async def test_mx_dns_failures_become_results(
     assert [r.status for r in result.recipients] == [status] * 2
     assert {r.reply.enhanced for r in result.recipients} == {enhanced}
     assert result.host is None
+
+
+@pytest.mark.parametrize(
+    ("family", "address"), [("A", "127.0.0.6"), ("AAAA", "::1")], ids=["a", "aaaa"]
+)
+async def test_mx_delivery_to_the_implicit_mx(
+    dns_server: DNSServer, family: str, address: str
+) -> None:
+    """RFC 5321 5.1: no MX records: the mail goes to the domain's own A or
+    AAAA address (the implicit MX, preference 0)."""
+    dns_server.add("bare.test", family, address)
+    dialogue = Dialogue()
+    async with (
+        scripted_server(dialogue, host=address) as server,
+        Client(
+            helo="client.test",
+            timeouts=FAST,
+            resolver=MXResolver.at(dns_server.host, dns_server.port),
+        ) as client,
+    ):
+        result = await client.send(
+            MXDomain("bare.test", port=server.port),
+            Envelope.build("s@client.test", ["a@bare.test"]),
+            BODY,
+        )
+    assert result.recipients[0].status is Status.DELIVERED
+    assert result.host == f"bare.test[{address}]:{server.port}"
+    assert dialogue.bodies == [BODY]
+    assert ("bare.test.", "MX") in dns_server.queries
 
 
 async def test_mx_tls_policy_resolver_is_asked_per_exchanger(

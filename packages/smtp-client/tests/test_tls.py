@@ -83,7 +83,8 @@ async def test_starttls_bytes_after_220_are_discarded(
         )
         try:
             assert conn.tls_active
-            assert injected.startswith(conn.discarded_after_starttls[:10])
+            # Sent in the 220's own write, so all of it arrived with the 220.
+            assert conn.discarded_after_starttls == injected
             assert conn.extensions.starttls  # the genuine, post-TLS EHLO reply
             results = await conn.send_message(envelope(), BODY)
         finally:
@@ -366,6 +367,28 @@ async def test_auth_never_sends_credentials_in_clear() -> None:
     assert not r.remote
     assert b"AUTH" not in server.peers[0].received
     assert b"c2VjcmV0" not in server.peers[0].received  # "secret", base64
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("alice\0admin", "pw"), ("alice", "p\0w"), ("", "pw"), ("al\udcffce", "pw")],
+    ids=["nul-user", "nul-password", "empty-user", "surrogate"],
+)
+def test_credentials_refuse_what_would_move_plain_boundaries(username: str, password: str) -> None:
+    """RFC 4616 2: authcid and passwd hold no NUL (a NUL would shift the
+    PLAIN message's fields: user "alice\0admin" authenticating as "admin")."""
+    with pytest.raises(ValueError, match=r"."):
+        Credentials(username, password)
+
+
+def test_credentials_mechanisms_are_the_ones_implemented() -> None:
+    """RFC 4954 4: only PLAIN and LOGIN are spoken; anything else is refused
+    when built, not half-tried on the wire."""
+    assert Credentials("u", "p", mechanisms=("login", "plain")).mechanisms == ("LOGIN", "PLAIN")
+    with pytest.raises(ValueError, match="CRAM-MD5"):
+        Credentials("u", "p", mechanisms=("CRAM-MD5",))
+    with pytest.raises(ValueError, match="no AUTH"):
+        Credentials("u", "p", mechanisms=())
 
 
 def test_credentials_repr_hides_the_password() -> None:

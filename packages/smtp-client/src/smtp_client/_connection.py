@@ -235,9 +235,16 @@ class Connection:
             raise TimedOut(f"no connection within {timeouts.connect:g} s", host=label) from None
         except OSError as exc:
             # anyio says "All connection attempts failed"; the cause says why.
+            # A failed name lookup (socket.gaierror) has a negative EAI_*
+            # errno that os.strerror does not know: use its own words.
             cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
-            reason = os.strerror(cause.errno) if cause.errno else str(cause)
+            reason = cause.strerror or (os.strerror(cause.errno) if cause.errno else str(cause))
             raise ConnectError(f"cannot connect: {reason}", host=label) from None
+        except UnicodeError as exc:
+            # A name IDNA cannot encode ("h\udcff", "☃.test"): anyio raises
+            # before any lookup.  A result like any other failure to connect,
+            # never an exception out of Client.send.
+            raise ConnectError(f"cannot connect: bad host name: {exc}", host=label) from None
         conn = cls(
             stream,
             label,

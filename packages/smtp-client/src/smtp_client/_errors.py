@@ -15,6 +15,8 @@ lower-level :class:`~smtp_client.Connection` raises them.
 
 from __future__ import annotations
 
+import re
+
 from smtp_message import Reply
 
 __all__ = [
@@ -32,6 +34,19 @@ __all__ = [
     "TLSError",
     "TimedOut",
 ]
+
+
+# What smtp_message.Reply refuses in a reply's text: control characters (CR
+# and LF above all) and lone surrogates.  A local reply's text comes from
+# messages that may quote a host name, a path or a library's error: escaped,
+# never a reason for building the error itself to fail.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    return _UNPRINTABLE.sub(
+        lambda m: m[0].encode("unicode_escape", "backslashreplace").decode(), text
+    )
 
 
 class ClientError(Exception):
@@ -60,7 +75,7 @@ class ClientError(Exception):
         self.remote = remote and reply is not None
         if reply is None:
             base = self.default_reply
-            reply = Reply(base.code, base.enhanced, message)
+            reply = Reply(base.code, base.enhanced, _printable(message))
         self.reply = reply
 
     @property

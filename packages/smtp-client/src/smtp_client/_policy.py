@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Iterable
 
 __all__ = ["Credentials", "TLSMode", "TLSPolicy", "TLSPolicyResolver", "Timeouts"]
 
@@ -148,18 +148,57 @@ def _redact(_value: str) -> str:
     return "<redacted>"
 
 
+def _check_secret(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    # RFC 4616 2: authcid and passwd are "1*SAFE" with SAFE = UTF8 except
+    # NUL; a NUL would move the field boundaries of the PLAIN message (a
+    # user name "a\0b" authenticating as "b").  Lone surrogates are not
+    # UTF-8 at all.
+    if "\0" in value:
+        raise ValueError(f"NUL in the {attribute.name} (RFC 4616 2)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the {attribute.name} is not valid UTF-8") from None
+
+
+def _check_username(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ValueError("empty user name")
+    _check_secret(instance, attribute, value)
+
+
+#: The SASL mechanisms the client implements (RFC 4616; the LOGIN draft).
+MECHANISMS = ("PLAIN", "LOGIN")
+
+
+def _to_mechanisms(value: str | Iterable[str]) -> tuple[str, ...]:
+    items = (value,) if isinstance(value, str) else tuple(value)
+    return tuple(m.upper() for m in items)
+
+
+def _check_mechanisms(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("no AUTH mechanism")
+    unknown = [m for m in value if m not in MECHANISMS]
+    if unknown:
+        raise ValueError(f"unsupported AUTH mechanism {unknown[0]!r} (only PLAIN and LOGIN)")
+
+
 @attrs.frozen
 class Credentials:
     """A user name and password for AUTH PLAIN or LOGIN (RFC 4954, 4616).
 
     ``mechanisms`` lists those to use, in order of preference, among what
     the server offers.  Credentials are only ever sent over TLS, unless
-    ``allow_plaintext`` (a loopback or unix-socket test server).
+    ``allow_plaintext`` (a loopback or unix-socket test server).  Neither
+    may hold NUL (RFC 4616 2): :class:`ValueError`.
     """
 
-    username: str
-    password: str = attrs.field(repr=_redact)
-    mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    username: str = attrs.field(validator=_check_username)
+    password: str = attrs.field(repr=_redact, validator=_check_secret)
+    mechanisms: tuple[str, ...] = attrs.field(
+        default=("PLAIN", "LOGIN"), converter=_to_mechanisms, validator=_check_mechanisms
+    )
     allow_plaintext: bool = False
 
 
