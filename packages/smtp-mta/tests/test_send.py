@@ -437,15 +437,17 @@ class Recording(Hooks):
 
 @asynccontextmanager
 async def smtp_server(
-    hooks: Hooks, settings: Settings | None = None, **protocol: Any
+    hooks: Hooks, settings: Settings | None = None, *, address: str = "127.0.0.1:0", **protocol: Any
 ) -> AsyncIterator[int]:
-    """Run smtp_server.serve on 127.0.0.1; yield its port."""
+    """Run smtp_server.serve on ``address`` (127.0.0.1); yield its port (0 for unix:)."""
     settings = settings or Settings(
         protocol=ServerSettings(hostname="mx.server.test", **protocol),
         timeouts=ServerTimeouts.scaled(0.1),
     )
-    listener = await listen("127.0.0.1:0")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    listener = await listen(address)
+    port = (
+        0 if address.startswith("unix:") else listener.extra(anyio.abc.SocketAttribute.local_port)
+    )
     async with anyio.create_task_group() as tg:
         server = await tg.start(serve, listener, hooks, settings)
         try:
@@ -763,3 +765,223 @@ async def test_send_command_against_smtp_server() -> None:
     }
     ((_, data),) = hooks.messages
     assert b"Subject: test message from smtp-mta send" in data
+
+
+# -- Every flag of the synopsis, against smtp_server ----------------------------
+
+
+async def run_send(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``smtp-mta send ARGS`` as a process, while the test's server runs."""
+    return await anyio.run_process(
+        [sys.executable, "-m", "smtp_mta._cli", "send", *args], check=False, cwd=cwd
+    )
+
+
+def tls_settings(tls_ca: trustme.CA, *, implicit: bool = False) -> Settings:
+    return Settings(
+        protocol=ServerSettings(hostname="mx.server.test", auth_mechanisms=("PLAIN", "LOGIN")),
+        ssl_context=server_context(tls_ca),
+        implicit_tls=implicit,
+        timeouts=ServerTimeouts.scaled(0.1),
+        auth_failure_delay=0.01,
+    )
+
+
+@pytest.mark.anyio
+async def test_send_implicit_tls_auth_and_helo(tls_ca: trustme.CA, ca_file: str) -> None:
+    """RFC 8314 3.3 and RFC 4954: ``--tls implicit --ca-file --auth --helo``:
+    TLS from the first byte, verified against the test CA, AUTH as alice, and
+    the EHLO name given."""
+    hooks = Recording()
+    async with smtp_server(hooks, tls_settings(tls_ca, implicit=True)) as port:
+        proc = await run_send(
+            "--server", f"127.0.0.1:{port}", "--tls", "implicit", "--ca-file", ca_file,
+            "--auth", "alice:secret", "--helo", "sender.client.test",
+            "--from", "alice@client.test", "--to", "a@x.test",
+        )  # fmt: skip
+        with anyio.fail_after(10):
+            await hooks.disconnected.wait()
+    assert proc.returncode == EX_OK, proc.stdout + proc.stderr
+    (session,) = hooks.sessions
+    assert session.tls is not None
+    assert session.auth_identity == "alice"
+    assert session.hello is not None
+    assert session.hello.domain == "sender.client.test"
+    assert len(hooks.messages) == 1
+
+
+@pytest.mark.anyio
+async def test_send_required_tls_is_the_default_for_server_with_auth(
+    tls_ca: trustme.CA, ca_file: str
+) -> None:
+    """RFC 3207 and RFC 4954 6: STARTTLS (the --server default) then AUTH; a
+    wrong password is the server's 535 5.7.8, permanent: exit 69."""
+    hooks = Recording()
+    async with smtp_server(hooks, tls_settings(tls_ca)) as port:
+        good = await run_send(
+            "--server", f"127.0.0.1:{port}", "--ca-file", ca_file, "--auth", "alice:secret",
+            "--from", "alice@client.test", "--to", "a@x.test",
+        )  # fmt: skip
+        bad = await run_send(
+            "--server", f"127.0.0.1:{port}", "--ca-file", ca_file, "--auth", "alice:wrong",
+            "--from", "alice@client.test", "--to", "a@x.test", "--json",
+        )  # fmt: skip
+    assert good.returncode == EX_OK, good.stdout + good.stderr
+    assert bad.returncode == EX_UNAVAILABLE, bad.stdout + bad.stderr
+    reply = json.loads(bad.stdout)["recipients"]["a@x.test"]
+    assert (reply["status"], reply["code"], reply["enhanced"]) == ("permanent", 535, "5.7.8")
+    assert len(hooks.messages) == 1
+    assert [s.auth_identity for s in hooks.sessions] == ["alice", None]
+    assert all(s.tls is not None for s in hooks.sessions)
+
+
+@pytest.mark.anyio
+async def test_send_auth_never_in_clear(listener: socket.socket) -> None:
+    """RFC 4954 4: ``--tls none --auth``: credentials are not sent in clear;
+    the recipient is transient (exit 75), with the reason."""
+    hooks = Recording()
+    async with smtp_server(hooks, auth_mechanisms=("PLAIN",), require_auth=False) as port:
+        proc = await run_send(
+            "--server", f"127.0.0.1:{port}", "--tls", "none", "--auth", "alice:secret",
+            "--from", "alice@client.test", "--to", "a@x.test",
+        )  # fmt: skip
+    assert proc.returncode == EX_TEMPFAIL, proc.stdout + proc.stderr
+    assert b"unencrypted" in proc.stdout
+    assert hooks.messages == []
+
+
+@pytest.mark.anyio
+async def test_send_opportunistic_tls(tls_ca: trustme.CA) -> None:
+    """RFC 7435: ``--tls opportunistic`` encrypts when STARTTLS is offered
+    (unverified), and goes in clear when it is not."""
+    hooks = Recording()
+    async with smtp_server(hooks, tls_settings(tls_ca)) as port:
+        proc = await run_send(
+            "--server", f"127.0.0.1:{port}", "--tls", "opportunistic",
+            "--from", "s@client.test", "--to", "a@x.test",
+        )  # fmt: skip
+        with anyio.fail_after(10):
+            await hooks.disconnected.wait()
+    assert proc.returncode == EX_OK, proc.stdout + proc.stderr
+    assert hooks.sessions[0].tls is not None
+    clear = Recording()
+    async with smtp_server(clear) as port:
+        proc = await run_send(
+            "--server", f"127.0.0.1:{port}", "--tls", "opportunistic",
+            "--from", "s@client.test", "--to", "a@x.test",
+        )  # fmt: skip
+        with anyio.fail_after(10):
+            await clear.disconnected.wait()
+    assert proc.returncode == EX_OK, proc.stdout + proc.stderr
+    assert clear.sessions[0].tls is None
+    assert len(clear.messages) == 1
+
+
+@pytest.mark.anyio
+async def test_send_lmtp_socket_named_without_a_slash(tmp_path: Path) -> None:
+    """``--lmtp SOCKET``: a socket in the current directory, given by its bare
+    name, is a path, not a host; one line per recipient, exit 75 for the
+    transient one (452 after the body, RFC 2033 4.2)."""
+    hooks = Recording(lmtp_replies=[None, Reply(452, "4.2.2", "over quota")])
+    async with smtp_server(hooks, address=f"unix:{tmp_path}/lmtp", lmtp=True):
+        proc = await run_send(
+            "--lmtp", "lmtp", "--from", "s@client.test",
+            "--to", "a@x.test", "--to", "b@x.test",
+            cwd=str(tmp_path),
+        )  # fmt: skip
+    assert proc.returncode == EX_TEMPFAIL, proc.stdout + proc.stderr
+    a, b = proc.stdout.decode().splitlines()
+    assert a.startswith("a@x.test: delivered 250 ")
+    assert a.endswith(" [lmtp]")
+    assert b == "b@x.test: transient 452 4.2.2 over quota [lmtp]"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--header", "X-Bad: \udcff"],  # bytes the locale cannot decode
+        ["--auth", "al\udcffce:secret"],
+        ["--server", "a\x01b:25"],
+        ["--server", "h\udcff:25"],
+    ],
+    ids=["undecodable-header", "undecodable-auth", "control-in-host", "undecodable-host"],
+)
+def test_send_unusable_argument_text_exits_64(listener: socket.socket, args: list[str]) -> None:
+    """sysexits.h EX_USAGE for text that cannot be sent (control characters,
+    bytes the locale cannot decode): one line, no traceback, no connection,
+    and never the password in the message."""
+    port = listener.getsockname()[1]
+    where = [] if args[0] == "--server" else ["--server", f"127.0.0.1:{port}"]
+    proc = smtp_mta(
+        *where, "--tls", "none", "--from", "a@client.test", "--to", "b@peer.test", *args
+    )
+    assert proc.returncode == EX_USAGE, proc.stdout + proc.stderr
+    assert proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("smtp-mta send: ")
+    assert "secret" not in line
+    assert not connected(listener)
+
+
+def _result(*codes: int) -> SendResult:
+    from smtp_client import RecipientResult
+
+    return SendResult(
+        tuple(
+            RecipientResult.from_reply(Mailbox(f"r{i}", "x.test"), Reply(code, None, "t"), "h")
+            for i, code in enumerate(codes)
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("codes", "status"),
+    [
+        ((250, 250), EX_OK),
+        ((250, 451), EX_TEMPFAIL),
+        ((451, 451), EX_TEMPFAIL),
+        ((250, 550), EX_UNAVAILABLE),
+        ((451, 550), EX_UNAVAILABLE),
+    ],
+)
+def test_send_exit_status_from_mixed_outcomes(codes: tuple[int, ...], status: int) -> None:
+    """sysexits.h: 0 only when every recipient was delivered; 75 when some
+    failed transiently and none permanently; 69 as soon as one failed
+    permanently."""
+    assert _send.exit_status(_result(*codes)) == status
+
+
+def test_send_lines_one_per_recipient_with_reply_and_host() -> None:
+    """One line per recipient: address, outcome, code, enhanced code, text, host."""
+    from smtp_client import RecipientResult
+
+    result = SendResult(
+        (
+            RecipientResult.from_reply(
+                Mailbox("a", "x.test"), Reply(250, "2.0.0", ["Ok", "queued"]), "mx[1.2.3.4]:25"
+            ),
+            RecipientResult.from_reply(Mailbox("b", "x.test"), Reply(550, None, "no"), None),
+        )
+    )
+    assert _send.to_lines(result) == [
+        "a@x.test: delivered 250 2.0.0 Ok queued [mx[1.2.3.4]:25]",
+        "b@x.test: permanent 550 no",
+    ]
+    assert _send.to_json(result) == {
+        "recipients": {
+            "a@x.test": {
+                "status": "delivered",
+                "code": 250,
+                "enhanced": "2.0.0",
+                "text": "Ok\nqueued",
+                "host": "mx[1.2.3.4]:25",
+            },
+            "b@x.test": {
+                "status": "permanent",
+                "code": 550,
+                "enhanced": None,
+                "text": "no",
+                "host": None,
+            },
+        }
+    }

@@ -56,6 +56,7 @@ _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # A header value: printable ASCII, tab, or any non-ASCII character (RFC
 # 6532), never a control character (CR and LF above all).
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_HOST = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s]+))(?::(?P<port>\d+))?")
 
 
@@ -215,12 +216,23 @@ def _address(value: str, what: str) -> Mailbox:
 
 def _host_port(value: str, what: str, default_port: int) -> tuple[str, int]:
     match = _HOST_PORT.fullmatch(value)
-    if match is None:
+    # Control characters, and bytes the locale could not decode (lone
+    # surrogates in sys.argv), are never part of a host name.
+    if match is None or _BAD_HOST.search(value):
         raise UsageError(f"bad {what} {_one_line(value)}: expected HOST:PORT")
     port = int(match["port"]) if match["port"] else default_port
     if not 0 < port < 65536:
         raise UsageError(f"bad {what} {_one_line(value)}: port out of range")
     return match["v6"] or match["host"], port
+
+
+def _utf8(value: str, what: str) -> str:
+    """``value`` if it is text; a UsageError for undecodable command-line bytes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"bad {what} {_one_line(value)}: not valid UTF-8") from None
+    return value
 
 
 def _policy(args: argparse.Namespace, default: TLSMode) -> TLSPolicy:
@@ -245,7 +257,11 @@ def _destination(args: argparse.Namespace) -> Destination:
         user, colon, password = args.auth.partition(":")
         if not colon or not user:
             raise UsageError("--auth takes USER:PASSWORD")
-        credentials = Credentials(user, password)
+        try:
+            credentials = Credentials(user, password)
+        except ValueError as exc:
+            # Not the value itself: it holds the password.
+            raise UsageError(f"bad --auth: {exc}") from None
     if args.mx is None and (args.port is not None or args.dns is not None):
         raise UsageError("--port and --dns go with --mx")
     if args.server is not None:
@@ -253,7 +269,9 @@ def _destination(args: argparse.Namespace) -> Destination:
         return SmartHost(host, port, tls=_policy(args, TLSMode.REQUIRED), credentials=credentials)
     if args.lmtp is not None:
         policy = _policy(args, TLSMode.NONE)
-        if "/" in args.lmtp:
+        # A socket path has a slash ("./lmtp" for one here), or names a socket
+        # that exists; anything else is HOST[:PORT].
+        if "/" in args.lmtp or Path(args.lmtp).is_socket():
             return LMTPServer(path=args.lmtp, tls=policy, credentials=credentials)
         host, port = _host_port(args.lmtp, "--lmtp", 24)
         return LMTPServer(host=host, port=port, tls=policy, credentials=credentials)
@@ -272,7 +290,7 @@ def _destination(args: argparse.Namespace) -> Destination:
 def _headers(args: argparse.Namespace) -> list[tuple[str, str]]:
     headers = []
     for item in args.header:
-        name, colon, value = item.partition(":")
+        name, colon, value = _utf8(item, "--header").partition(":")
         value = value.strip(" \t")
         if not colon or not _FIELD_NAME.fullmatch(name) or _BAD_VALUE.search(value):
             raise UsageError(f"bad --header {_one_line(item)}: expected 'Name: value'")
