@@ -6,6 +6,8 @@ transaction reads it too.  A failure is any of:
 
 - an exception other than ``ReplySyntaxError`` out of the parser or the
   client's ``next_event``;
+- a reply out of the parser or the client after a ``ReplySyntaxError``:
+  the error is final (RFC 5321 4.2: nothing after it can be trusted);
 - more buffered than a line's bound once the parser asks for more;
 - different replies for the same bytes read in one piece;
 - a parsed reply that does not serialise to lines the parser reads back
@@ -60,7 +62,12 @@ def parse(chunks: list[bytes]) -> list[Reply] | None:
                 out.append(reply)
             assert parser.buffered < 512
     except ReplySyntaxError:
-        return None
+        parser.feed(b"250 2.0.0 OK\r\n")
+        try:
+            parser.next_reply()
+        except ReplySyntaxError:
+            return None
+        raise AssertionError("a reply after a ReplySyntaxError") from None
     return out
 
 
@@ -89,7 +96,13 @@ def drive_client(chunks: list[bytes]) -> None:
                         conn.send(RcptTo(Mailbox("c", "d.example")))
                     mail = True
     except ReplySyntaxError:
-        return
+        assert conn.state.name == "CLOSED"
+        conn.receive_data(b"250 2.0.0 OK\r\n")
+        try:
+            conn.next_event()
+        except ReplySyntaxError:
+            return
+        raise AssertionError("an event after a ReplySyntaxError") from None
 
 
 def test_one_input(data: bytes) -> None:

@@ -473,6 +473,38 @@ def test_client_bad_replies() -> None:
     assert state_of(closed) is ClientState.CLOSED
 
 
+def test_client_reply_syntax_error_is_final() -> None:
+    """RFC 5321 4.2: a malformed line inside the EHLO reply never lets the
+    lines around it become a reply (no PIPELINING is learnt from them).
+    The session is CLOSED, nothing can be sent, and every later
+    next_event raises ReplySyntaxError, at end of file too."""
+    conn = client(None)
+    conn.send(Ehlo("c.example"))
+    conn.receive_data(b"250-mx\r\n2x0 junk\r\n250 PIPELINING\r\n")
+    with pytest.raises(ReplySyntaxError, match="2x0 junk"):
+        event(conn)
+    assert state_of(conn) is ClientState.CLOSED
+    assert conn.awaiting == 0
+    assert not conn.extensions.pipelining
+    for more in (b"250 2.0.0 OK\r\n", b""):
+        conn.receive_data(more)
+        with pytest.raises(ReplySyntaxError, match="2x0 junk"):
+            event(conn)
+    with pytest.raises(LocalProtocolError):
+        conn.send(Noop())
+
+
+def test_client_unexpected_reply_is_final() -> None:
+    """RFC 5321 4.2: a reply nobody asked for puts the replies out of step
+    with the commands; the client does not read on as if it were not."""
+    conn = client()
+    with pytest.raises(ReplySyntaxError, match="without a command"):
+        answer(conn, b"250 surprise\r\n")
+    assert state_of(conn) is ClientState.CLOSED
+    with pytest.raises(ReplySyntaxError, match="without a command"):
+        answer(conn, b"")
+
+
 # -- Client and server together --------------------------------------------------------
 
 

@@ -297,6 +297,29 @@ def test_reply_parser_take_unparsed() -> None:
     assert parser.next_reply() is None
 
 
+# The audit's case: a malformed line in the middle of an EHLO reply.
+BROKEN_EHLO = b"250-mx\r\n2x0 junk\r\n250 PIPELINING\r\n"
+
+
+@pytest.mark.parametrize("split", ["whole", "bytewise"])
+def test_reply_parser_syntax_error_is_final(split: str) -> None:
+    """RFC 5321 4.2 (h11's ERROR state): once a reply is malformed, nothing
+    after it can be trusted to start a reply.  The lines of the reply in
+    progress are never spliced into a later one: every later call raises
+    ReplySyntaxError, whatever arrives, and nothing more is buffered."""
+    parser = ReplyParser()
+    chunks = [BROKEN_EHLO] if split == "whole" else bytewise(BROKEN_EHLO)
+    with pytest.raises(ReplySyntaxError, match="2x0 junk"):
+        parse_all(chunks, parser)
+    for more in (b"", b"250 PIPELINING\r\n", b"250 2.0.0 OK\r\n"):
+        parser.feed(more)
+        with pytest.raises(ReplySyntaxError, match="2x0 junk"):
+            parser.next_reply()
+        assert parser.buffered == 0
+    assert parser.broken
+    assert not ReplyParser().broken
+
+
 # -- Properties -------------------------------------------------------------------
 
 
@@ -337,6 +360,49 @@ def test_reply_parser_never_crashes_and_stays_bounded(chunks: list[bytes]) -> No
             while (reply := parser.next_reply()) is not None:
                 assert isinstance(reply, Reply)
             assert parser.buffered < 64
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.sampled_from(
+                [b"\r\n", b"250-", b"250 ", b"2x0 ", b"\r", b"\n", b"550", b"250 ok\r\n"]
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_reply_parser_gives_no_reply_after_an_error(chunks: list[bytes]) -> None:
+    """RFC 5321 4.2: after the first ReplySyntaxError no reply ever comes
+    out; every call raises again; the replies before it are the ones a
+    parser reading everything at once gives before its error."""
+    parser = ReplyParser(max_line=64, max_lines=8)
+    got: list[Reply] = []
+    failed = False
+    for chunk in chunks:
+        parser.feed(chunk)
+        for _ in range(3):
+            try:
+                reply = parser.next_reply()
+            except ReplySyntaxError:
+                failed = True
+                continue
+            assert not failed
+            if reply is None:
+                break
+            got.append(reply)
+    assert parser.broken == failed
+    whole = ReplyParser(max_line=64, max_lines=8)
+    whole.feed(b"".join(chunks))
+    before: list[Reply] = []
+    with contextlib.suppress(ReplySyntaxError):
+        while (reply := whole.next_reply()) is not None:
+            before.append(reply)
+    assert got == before[: len(got)]
+    if failed:
+        assert whole.broken
+        assert got == before
 
 
 def test_reply_syntax_error_is_the_packages_error() -> None:

@@ -137,6 +137,8 @@ class ClientConnection:
     _sent_mail: MailFrom | None = attrs.field(default=None, init=False)
     # How the body in progress ends: END_OF_DATA (DATA) or "BDAT LAST".
     _body_trigger: str = attrs.field(default=END_OF_DATA, init=False)
+    # The message of the first ReplySyntaxError: set, the session is over.
+    _error: str | None = attrs.field(default=None, init=False)
 
     # -- Input --------------------------------------------------------------
 
@@ -155,11 +157,25 @@ class ClientConnection:
     def next_event(self) -> ClientEvent | Sentinel:
         """Return the next reply event, :data:`NEED_DATA` or :data:`PAUSED`.
 
-        Raises :class:`~smtp_message.ReplySyntaxError` for a malformed reply,
-        or a reply when none was expected.
+        Raises :class:`~smtp_message.ReplySyntaxError` for a malformed reply
+        (RFC 5321 4.2), or a reply when none was expected.  The error is
+        final, as in h11: the replies and the commands are out of step, so
+        the state becomes ``CLOSED``, the caller should close the
+        connection, and every later call raises
+        :class:`~smtp_message.ReplySyntaxError` again.
         """
+        if self._error is not None:
+            raise ReplySyntaxError(self._error)
         if self.state is ClientState.STARTTLS:
             return PAUSED
+        try:
+            return self._next_event()
+        except ReplySyntaxError as exc:
+            self._error = str(exc)
+            self._close()
+            raise
+
+    def _next_event(self) -> ClientEvent | Sentinel:
         expecting = self._pending[0][0] if self._pending else None
         if self.state is ClientState.GREETING:
             expecting = GREETING

@@ -167,13 +167,20 @@ def _clean_text(raw: bytes) -> str:
 
 @attrs.define(eq=False)
 class ReplyParser:
-    """Incremental parser of server replies (the client's reader).
+    """Incremental parser of server replies (the client's reader), RFC 5321 4.2.
 
     Feed bytes as they arrive with :meth:`feed`; :meth:`next_reply` returns
     a complete :class:`Reply` or ``None`` when more input is needed.  Lines
-    longer than ``max_line`` octets, replies of more than ``max_lines`` lines,
-    lines that do not start with a reply code, and multi-line replies whose
-    lines disagree on the code raise :class:`ReplySyntaxError`.
+    longer than ``max_line`` octets (RFC 5321 4.5.3.1.5, read liberally),
+    replies of more than ``max_lines`` lines, lines that do not start with a
+    reply code, and multi-line replies whose lines disagree on the code
+    (RFC 5321 4.2.1) raise :class:`ReplySyntaxError`.
+
+    That error is final, as a protocol error is for h11's ``Connection``:
+    once one reply is malformed, nothing after it can be trusted to be
+    where a reply starts (RFC 5321 4.2), so every later :meth:`next_reply`
+    raises :class:`ReplySyntaxError` again, and received bytes are dropped,
+    never parsed or buffered.
 
     With ``enhanced`` true, an RFC 3463 code at the start of the first line's
     text (of the same class as the reply code) becomes :attr:`Reply.enhanced`
@@ -185,10 +192,18 @@ class ReplyParser:
     enhanced: bool = True
     _buffer: ReceiveBuffer = attrs.field(factory=ReceiveBuffer, init=False)
     _pending: list[tuple[int, bytes]] = attrs.field(factory=list, init=False)
+    # The message of the first ReplySyntaxError: set, the parser is broken.
+    _error: str | None = attrs.field(default=None, init=False)
 
     def feed(self, data: bytes) -> None:
-        """Add received bytes."""
-        self._buffer.feed(data)
+        """Add received bytes (dropped once the parser is :attr:`broken`)."""
+        if self._error is None:
+            self._buffer.feed(data)
+
+    @property
+    def broken(self) -> bool:
+        """Whether a :class:`ReplySyntaxError` was raised: the parser is done."""
+        return self._error is not None
 
     @property
     def buffered(self) -> int:
@@ -200,7 +215,24 @@ class ReplyParser:
         return self._buffer.take_all()
 
     def next_reply(self) -> Reply | None:
-        """Return the next complete reply, or ``None`` if more input is needed."""
+        """Return the next complete reply, or ``None`` if more input is needed.
+
+        Raises :class:`ReplySyntaxError` for a malformed reply, and on every
+        call after that.
+        """
+        if self._error is not None:
+            raise ReplySyntaxError(self._error)
+        try:
+            return self._next_reply()
+        except ReplySyntaxError as exc:
+            # The lines of the reply in progress are not a reply: dropped
+            # with everything after them, never spliced into a later one.
+            self._error = str(exc)
+            self._pending = []
+            self._buffer.take_all()
+            raise
+
+    def _next_reply(self) -> Reply | None:
         while True:
             line = self._buffer.take_line(self.max_line)
             if line is None:

@@ -81,7 +81,8 @@ class ClientState(enum.Enum):
     STARTTLS = "STARTTLS"
     #: The greeting was 554: only QUIT may be sent (RFC 5321 3.1).
     NO_SERVICE = "NO_SERVICE"
-    #: QUIT answered, 421 received, or the connection dropped.
+    #: QUIT answered, 421 received, the connection dropped, or a reply did
+    #: not parse (RFC 5321 4.2: nothing after it can be trusted).
     CLOSED = "CLOSED"
 
     __hash__ = object.__hash__
