@@ -3,6 +3,8 @@ dot-stuffer that is the DATA reader's inverse."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from msg_dialogue import Run, bytewise, drive, split_at
 
 from smtp_message import (
     NEED_DATA,
+    BareLineEndingError,
     BareLineEndings,
     BodyChunk,
     DataReader,
@@ -18,6 +21,7 @@ from smtp_message import (
     EndOfData,
     LineEndingNormalizer,
     LineTooLongError,
+    LocalProtocolError,
     MailFrom,
     Noop,
     Quit,
@@ -311,6 +315,50 @@ def test_data_reader_bare_line_ending_policy(vector: bytes) -> None:
     assert kept == b"a" + vector + b"b\r\n"
 
 
+def normalised(data: bytes) -> bytes:
+    """Every bare CR and bare LF made CRLF (RFC 5321 2.3.8)."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+
+
+@pytest.mark.parametrize(
+    ("wire", "body"),
+    [
+        (b"a\nb\r\n.\r\n", b"a\r\nb\r\n"),
+        (b"a\rb\r\n.\r\n", b"a\r\nb\r\n"),
+        (b"a\n\rb\r\n.\r\n", b"a\r\n\r\nb\r\n"),
+        (b"a\r\r\nb\r\n.\r\n", b"a\r\n\r\nb\r\n"),
+        (b"a\r\n\nb\r\n.\r\n", b"a\r\n\r\nb\r\n"),
+        (b"\n.\r\n.\r\n", b"\r\n.\r\n"),  # the first "." follows no CRLF
+        (b"a\r\r\n.\r\n", b"a\r\n\r\n"),
+        (b"a\r\n.\r\r\n.\r\n", b"a\r\n\r\n\r\n"),  # ".<CR>" is unstuffed
+        (b"a\n..b\r\n.\r\n", b"a\r\n..b\r\n"),  # nor is "." after a bare LF
+    ],
+)
+def test_data_reader_normalize_policy(wire: bytes, body: bytes) -> None:
+    """RFC 5321 2.3.8: NORMALIZE makes each bare CR or LF a CRLF.  The end
+    (4.1.1.4) and the dot-unstuffing (4.5.2) follow CRLF only, as under
+    KEEP, so a bare ending never ends the body or unstuffs a line; the size
+    (RFC 1870) is the normalised body's.  Whole, bytewise, around CRs."""
+    cuts = [i for i, c in enumerate(wire) if c == 0x0D]
+    for chunks in ([wire], bytewise(wire), split_at(wire, cuts)):
+        out, finished, reader, rest = read_body([*chunks, b"NOOP\r\n"], BareLineEndings.NORMALIZE)
+        assert finished
+        assert reader.violation is None
+        assert out == body
+        assert reader.size == len(body)
+        assert rest == b"NOOP\r\n"
+
+
+def test_data_reader_normalize_counts_the_normalised_size() -> None:
+    """RFC 1870 6.1 with RFC 5321 2.3.8: the limit applies to the octets
+    delivered, each bare LF counting as the CRLF it becomes."""
+    wire = b"a\n" * 10 + b"\r\n.\r\n"  # 22 octets of body, 32 normalised
+    assert read_body([wire], BareLineEndings.NORMALIZE, max_size=32)[2].violation is None
+    _, finished, reader, _ = read_body([wire], BareLineEndings.NORMALIZE, max_size=31)
+    assert finished
+    assert reader.violation == replies.MESSAGE_TOO_BIG
+
+
 def test_data_reader_size_limit() -> None:
     """RFC 1870 6.1: 552 5.3.4 past the limit; the body is read to its end
     (so the session stays in step) and counted after unstuffing."""
@@ -325,6 +373,45 @@ def test_data_reader_size_limit() -> None:
     assert reader.violation == replies.MESSAGE_TOO_BIG
     assert out == b""
     assert rest == b"QUIT\r\n"
+
+
+def test_data_reader_bare_line_ending_wins_over_size_whatever_the_reads() -> None:
+    """RFC 5321 2.3.8 and RFC 1870 6.1: a body over the limit with a bare LF
+    after the limit is reached gets 554 5.6.0, read whole or a byte at a
+    time: the verdict does not depend on where the reads fell."""
+    wire = b"x" * 60 + b"\r\nlate\nLF\r\n.\r\n"
+    for chunks in ([wire], bytewise(wire), [wire[:62], wire[62:]]):
+        _, finished, reader, _ = read_body(chunks, max_size=50)
+        assert finished
+        assert reader.violation == replies.BARE_LINE_ENDING
+    _, _, reader, _ = read_body(bytewise(wire), BareLineEndings.NORMALIZE, max_size=50)
+    assert reader.violation == replies.MESSAGE_TOO_BIG
+
+
+@given(
+    st.lists(
+        st.sampled_from([b"\r\n", b".", b"\r", b"\n", b"a", b"\r\n.\r\n", b"xxxxxxxx"]),
+        max_size=40,
+    ),
+    st.integers(0, 60),
+    st.sampled_from(BareLineEndings),
+    st.data(),
+)
+def test_data_reader_verdict_does_not_depend_on_the_reads(
+    parts: list[bytes], max_size: int, policy: BareLineEndings, data: st.DataObject
+) -> None:
+    """RFC 5321 4.1.1.4, 2.3.8 and RFC 1870 6.1: for any body, size limit and
+    policy, any split gives the end, the leftover and the violation one read
+    gives, and without a violation the same body and size."""
+    wire = b"".join(parts) + b"\r\n.\r\nNOOP\r\n"
+    out, finished, reader, rest = read_body([wire], policy, max_size)
+    cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=12))
+    for chunks in (split_at(wire, cuts), bytewise(wire)):
+        got, got_finished, got_reader, got_rest = read_body(chunks, policy, max_size)
+        assert (got_finished, got_rest) == (finished, rest)
+        assert got_reader.violation == reader.violation
+        if reader.violation is None:
+            assert (got, got_reader.size) == (out, reader.size)
 
 
 def test_data_reader_streams_and_never_accumulates() -> None:
@@ -364,7 +451,8 @@ def test_data_reader_matches_reference_under_any_chunking(
 ) -> None:
     """RFC 5321 4.1.1.4 and 4.5.2: any split of any input gives what a
     line-by-line reference reader gives: same body, same end, same leftover;
-    a bare CR or LF in the body is a violation under REJECT, data under KEEP."""
+    a bare CR or LF in the body is a violation under REJECT, data under KEEP,
+    and a CRLF under NORMALIZE (2.3.8)."""
     wire = b"".join(parts)
     cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=12))
     body, end, rest = unstuffed(wire)
@@ -381,6 +469,14 @@ def test_data_reader_matches_reference_under_any_chunking(
             # All of it but the start of a possible "CRLF . CRLF".
             assert body.startswith(kept)
             assert len(body) - len(kept) <= 4
+        # NORMALIZE: what KEEP gives, each bare CR or LF made CRLF.
+        fixed, finished, reader, leftover = read_body(chunks, BareLineEndings.NORMALIZE)
+        assert finished == end
+        assert reader.violation is None
+        assert fixed == normalised(kept)
+        assert reader.size == len(fixed)
+        if end:
+            assert leftover == rest
         out, finished, reader, leftover = read_body(chunks)
         assert finished == end
         if end:
@@ -476,15 +572,21 @@ def test_dot_stuffer(chunks: list[bytes], wire: bytes) -> None:
 
 def test_dot_stuffer_policies() -> None:
     """RFC 5321 2.3.8: a sender refuses bare CR/LF (REJECT) or fixes them;
-    it never sends them as they are (KEEP cannot be chosen)."""
-    with pytest.raises(ValueError, match="bare"):
+    it never sends them as they are (KEEP cannot be chosen).  The refusal
+    is the package's BareLineEndingError, a LocalProtocolError and still a
+    ValueError."""
+    with pytest.raises(BareLineEndingError, match="bare"):
         DotStuffer(BareLineEndings.REJECT).feed(b"a\nb")
     stuffer = DotStuffer(BareLineEndings.REJECT)
     stuffer.feed(b"a\r")
-    with pytest.raises(ValueError, match="bare CR"):
+    with pytest.raises(BareLineEndingError, match="bare CR"):
         stuffer.end()
-    with pytest.raises(ValueError, match="cannot keep"):
+    with pytest.raises(BareLineEndingError, match="cannot keep"):
         DotStuffer(BareLineEndings.KEEP)
+    with pytest.raises(BareLineEndingError, match="bare"):
+        LineEndingNormalizer(reject=True).feed(b"a\rb")
+    assert issubclass(BareLineEndingError, LocalProtocolError)
+    assert issubclass(BareLineEndingError, ValueError)
     normalizer = LineEndingNormalizer()
     assert normalizer.feed(b"a\r") == b"a"
     assert normalizer.feed(b"\rb\n") == b"\r\n\r\nb\r\n"

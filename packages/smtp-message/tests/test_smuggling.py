@@ -12,6 +12,8 @@ ServerConnection, whatever the chunking.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from msg_dialogue import bytewise, drive, split_at
 
@@ -39,6 +41,11 @@ FORGED = (
 ENVELOPE = (
     b"EHLO attacker.example\r\nMAIL FROM:<a@attacker.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
 )
+
+
+def normalised(data: bytes) -> bytes:
+    """Every bare CR and bare LF made CRLF (RFC 5321 2.3.8)."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
 
 
 def smuggling_body(vector: bytes) -> bytes:
@@ -77,12 +84,18 @@ def test_smuggling_vectors_never_end_data_reader(vector: bytes, policy: BareLine
                 break
         # One end, and what follows it is what followed the real terminator.
         assert ends == [b"NOOP\r\n"]
+        # The octets are data; a dot after a CRLF is unstuffed as any
+        # line's first dot is (RFC 5321 4.5.2).
+        kept = (b"harmless" + vector + FORGED).replace(b"\r\n.", b"\r\n")
         if policy is BareLineEndings.KEEP:
             assert reader.violation is None
-            # The octets are data; a dot after a CRLF is unstuffed as any
-            # line's first dot is (RFC 5321 4.5.2).
-            kept = (b"harmless" + vector + FORGED).replace(b"\r\n.", b"\r\n")
             assert bytes(out) == b"Subject: hello\r\n\r\n" + kept
+        elif policy is BareLineEndings.NORMALIZE:
+            # The same data with CRLF line endings: the forged lines are
+            # message text after a "." line, not a second transaction.
+            assert reader.violation is None
+            assert bytes(out) == b"Subject: hello\r\n\r\n" + normalised(kept)
+            assert normalised(FORGED) in out
         else:
             # RFC 5321 2.3.8: refused whole, never split into two messages.
             assert reader.violation == replies.BARE_LINE_ENDING
@@ -96,7 +109,8 @@ def test_smuggling_vectors_through_server_connection(
 ) -> None:
     """SEC Consult 2023: through a whole server session the forged MAIL FROM
     never surfaces as a command.  REJECT (the default) refuses the message
-    whole with 554 5.6.0; KEEP accepts one message that contains it."""
+    whole with 554 5.6.0; KEEP accepts one message that contains it, and
+    NORMALIZE one that contains it with CRLF line endings (RFC 5321 2.3.8)."""
     settings = ServerSettings(hostname="mx.example", bare_line_endings=policy)
     wire = ENVELOPE + smuggling_body(vector) + b"NOOP\r\n"
     for chunks in chunkings(wire):
@@ -110,10 +124,12 @@ def test_smuggling_vectors_through_server_connection(
         # The session is in step after the message: NOOP is the next command.
         assert run.events[-1] == Noop()
         refusals = [e[1] for e in run.events if isinstance(e, tuple)]
-        if policy is BareLineEndings.KEEP:
+        if policy is not BareLineEndings.REJECT:
             assert refusals == []
             body = b"".join(e.data for e in run.events if isinstance(e, BodyChunk))
             assert FORGED in body
+            if policy is BareLineEndings.NORMALIZE:
+                assert body == normalised(body)
             assert sum(isinstance(e, EndOfData) for e in run.events) == 1
             assert b"250 2.0.0 Message accepted\r\n" in run.output
         else:

@@ -51,6 +51,7 @@ from ._commands import parse_auth_response as parse_auth_response
 from ._commands import parse_command as parse_command
 from ._errors import AddressError as AddressError
 from ._errors import BadSequenceError as BadSequenceError
+from ._errors import BareLineEndingError as BareLineEndingError
 from ._errors import CommandSyntaxError as CommandSyntaxError
 from ._errors import LineTooLongError as LineTooLongError
 from ._errors import LocalProtocolError as LocalProtocolError
@@ -93,6 +94,7 @@ __all__ = [
     "Auth",
     "AuthResponse",
     "BadSequenceError",
+    "BareLineEndingError",
     "BareLineEndings",
     "Bdat",
     "BodyChunk",

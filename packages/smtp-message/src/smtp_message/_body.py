@@ -8,11 +8,11 @@ bytes of a body beyond what it was given.
 from __future__ import annotations
 
 import enum
-import re
 from typing import TYPE_CHECKING
 
 import attrs
 
+from ._errors import BareLineEndingError
 from ._replies import BARE_LINE_ENDING, MESSAGE_TOO_BIG
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ class BareLineEndings(enum.Enum):
     #: Keep the octets as they are, as message data.
     KEEP = "keep"
     #: Turn each into CRLF (the sender's default, so that what a peer reads
-    #: is exactly the line structure the caller meant).
+    #: is exactly the line structure the caller meant).  A receiver does so
+    #: after finding the end and unstuffing, which follow CRLF only: the
+    #: body is what ``KEEP`` gives with each bare CR or LF made CRLF.
     NORMALIZE = "normalize"
 
 
@@ -49,6 +51,12 @@ def _has_bare(data: bytes | bytearray) -> bool:
     return b"\r" in rest or b"\n" in rest
 
 
+def _normalize(data: bytes) -> bytes:
+    # RFC 5321 2.3.8: a bare CR or LF becomes CRLF, a CRLF stays one.  Three
+    # passes of bytes.replace (in C) beat one regex substitution by far.
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
 # What the buffer may end with that could be the start of a "\r\n." line
 # or of the terminator "\r\n.\r\n": held back until more arrives, longest
 # first.
@@ -59,15 +67,20 @@ _HELD_TAILS = (b"\r\n.\r", b"\r\n.", b"\r\n", b"\r")
 class DataReader:
     """Reads a DATA body: dot-unstuffing, and the end at ``CRLF . CRLF`` only.
 
+    RFC 5321 4.1.1.4 (the end of the mail data), 4.5.2 (transparency) and
+    2.3.8 (bare CR and LF, handled as ``bare_line_endings`` says; never an
+    end of line, so never an end of data: no SMTP smuggling).
+
     Call :meth:`read` with the receive buffer whenever bytes arrive.  The
     body comes out in chunks as it arrives, never accumulated.  When the
     body breaks the size limit or the bare line ending policy, the reader
     stops giving out data, keeps reading (and discarding) up to the end of
     the body, and then reports the violation as :attr:`violation`, so the
-    session is back in step for the next command.
+    session is back in step for the next command.  A bare CR or LF refused
+    by the policy wins over the size limit, wherever each is found.
 
-    ``size`` counts the message octets after unstuffing, which is what RFC
-    1870 compares with the SIZE limit.
+    ``size`` counts the message octets after unstuffing (and normalising),
+    which is what RFC 1870 compares with the SIZE limit.
 
     Each call works on the whole buffer with ``bytes.find``/``split``/
     ``join``: its cost does not depend on how many lines start with a dot.
@@ -133,10 +146,19 @@ class DataReader:
                 # first follows a CRLF.
                 out = b"\r\n".join(data[start:stop].split(b"\r\n."))
         buffer.consume(consumed)
-        if self.violation is None and out:
-            if self.bare_line_endings is not BareLineEndings.KEEP and _has_bare(out):
-                self.violation = BARE_LINE_ENDING
-            else:
+        if out and self.violation is not BARE_LINE_ENDING:
+            policy = self.bare_line_endings
+            if policy is not BareLineEndings.KEEP and _has_bare(out):
+                if policy is BareLineEndings.REJECT:
+                    # Even past the size limit: which refusal a body gets
+                    # must not depend on where the reads fell.
+                    self.violation = BARE_LINE_ENDING
+                elif self.violation is None:
+                    # ``out`` never ends with a CR whose LF is still to
+                    # come (a final CR is held back with the tails above),
+                    # so each read can be normalised on its own.
+                    out = _normalize(out)
+            if self.violation is None:
                 self.size += len(out)
                 if self.max_size is not None and self.size > self.max_size:
                     self.violation = MESSAGE_TOO_BIG
@@ -145,16 +167,13 @@ class DataReader:
         return out, finished
 
 
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-
-
 @attrs.define(eq=False)
 class LineEndingNormalizer:
     """Turns every bare CR and bare LF of a chunked body into CRLF.
 
-    A CR at the end of a chunk is held back until the next chunk shows
-    whether an LF follows it.  With ``reject`` set, a bare CR or LF raises
-    :class:`ValueError` instead.
+    RFC 5321 2.3.8.  A CR at the end of a chunk is held back until the next
+    chunk shows whether an LF follows it.  With ``reject`` set, a bare CR or
+    LF raises :class:`~smtp_message.BareLineEndingError` instead.
     """
 
     reject: bool = False
@@ -170,8 +189,8 @@ class LineEndingNormalizer:
             chunk = chunk[:-1]
         if _has_bare(chunk):
             if self.reject:
-                raise ValueError("message body has a bare CR or LF")
-            chunk = _LINE_ENDINGS.sub(b"\r\n", chunk)
+                raise BareLineEndingError("message body has a bare CR or LF")
+            chunk = _normalize(chunk)
         return chunk
 
     def flush(self) -> bytes:
@@ -179,7 +198,7 @@ class LineEndingNormalizer:
         if self._held_cr:
             self._held_cr = False
             if self.reject:
-                raise ValueError("message body ends with a bare CR")
+                raise BareLineEndingError("message body ends with a bare CR")
             return b"\r\n"
         return b""
 
@@ -192,11 +211,13 @@ class DotStuffer:
     >>> s.feed(b"Subject: hi\\r\\n\\r\\n.dot\\r\\n") + s.end()
     b'Subject: hi\\r\\n\\r\\n..dot\\r\\n.\\r\\n'
 
-    ``bare_line_endings`` decides what a bare CR or LF in the body becomes:
-    ``NORMALIZE`` (default) turns it into CRLF, ``REJECT`` raises
-    :class:`ValueError`.  ``KEEP`` is refused: sent as is, a bare line
-    ending could let a lenient peer see an end of data the caller did not
-    mean.  ``size`` counts the message octets (after normalising, before
+    RFC 5321 4.5.2 (transparency), 4.1.1.4 (the terminator) and 2.3.8
+    (line endings).  ``bare_line_endings`` decides what a bare CR or LF in
+    the body becomes: ``NORMALIZE`` (default) turns it into CRLF, ``REJECT``
+    raises :class:`~smtp_message.BareLineEndingError` (a ``ValueError``).
+    ``KEEP`` is refused with the same error: sent as is, a bare line ending
+    could let a lenient peer see an end of data the caller did not mean.
+    ``size`` counts the message octets (after normalising, before
     stuffing), the figure RFC 1870's SIZE parameter declares.
     """
 
@@ -207,7 +228,7 @@ class DotStuffer:
 
     def __attrs_post_init__(self) -> None:
         if self.bare_line_endings is BareLineEndings.KEEP:
-            raise ValueError("a sender cannot keep bare line endings")
+            raise BareLineEndingError("a sender cannot keep bare line endings")
         reject = self.bare_line_endings is BareLineEndings.REJECT
         self._normalizer = LineEndingNormalizer(reject=reject)
 

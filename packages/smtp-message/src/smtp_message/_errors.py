@@ -74,3 +74,14 @@ class ReplySyntaxError(RemoteProtocolError, ValueError):
 
 class LocalProtocolError(SMTPError):
     """The caller tried an action the protocol state does not allow."""
+
+
+class BareLineEndingError(LocalProtocolError, ValueError):
+    """A body to send has a bare CR or LF, and the policy refuses it.
+
+    RFC 5321 2.3.8: "CR and LF MUST only occur together as CRLF".  Raised
+    by :class:`~smtp_message.DotStuffer` and
+    :class:`~smtp_message.LineEndingNormalizer` under ``REJECT``, and when
+    a sender is asked to ``KEEP`` bare line endings (which it never may).
+    A :class:`ValueError` too, as it was before it had a name of its own.
+    """

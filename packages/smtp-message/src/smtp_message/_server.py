@@ -167,7 +167,8 @@ class ServerSettings:
     max_line_length: int = attrs.field(default=MAX_COMMAND_LINE, validator=_check_line_length)
     #: Length limits for addresses (RFC 5321 4.5.3.1).
     address_policy: AddressPolicy = DEFAULT_POLICY
-    #: Bare CR or LF in a DATA body: refuse the message, or keep the octets.
+    #: Bare CR or LF in a DATA body (RFC 5321 2.3.8): refuse the message,
+    #: keep the octets, or make each CRLF.  None of them ends the body.
     bare_line_endings: BareLineEndings = BareLineEndings.REJECT
     #: Advertise PIPELINING (RFC 2920).
     pipelining: bool = True
