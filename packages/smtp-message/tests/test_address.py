@@ -203,6 +203,35 @@ def test_path_malformed_source_route(path: str) -> None:
         parse_path(path)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "<@[IPv6:::1],@b.example:u@c.example>",
+        "<@b.example,@[IPv6:2001:db8::1]:u@c.example>",
+        "<@[IPv6:::1]:u@c.example>",
+        "<@[192.0.2.1]:u@c.example>",
+        "<@b.example,@[192.0.2.1]:u@c.example>",
+        "<@[x:y]:u@c.example>",
+    ],
+)
+def test_path_source_route_hop_is_a_domain_not_an_address_literal(path: str) -> None:
+    """RFC 5321 4.1.2: At-domain = "@" Domain; an address literal is no
+    Domain.  Refused strictly and alike (501 5.1.3), IPv4 or IPv6; an IPv6
+    literal's own colons are never read as the end of the route; through
+    MAIL (501 5.1.7) and RCPT too."""
+    from smtp_message import parse_command
+
+    with pytest.raises(AddressError, match="not an address literal") as err:
+        parse_path(path, utf8=True)
+    assert err.value.reply == replies.ADDRESS_SYNTAX
+    with pytest.raises(AddressError) as err:
+        parse_command(f"RCPT TO:{path}".encode())
+    assert err.value.reply == replies.ADDRESS_SYNTAX
+    with pytest.raises(AddressError) as err:
+        parse_command(f"MAIL FROM:{path}".encode())
+    assert err.value.reply == replies.SENDER_SYNTAX
+
+
 # -- Invalid forms --------------------------------------------------------------
 
 

@@ -327,7 +327,11 @@ def parse_path(
 
     Returns ``None`` for the null path ``<>`` when ``null_ok`` (a
     reverse-path).  A source route (``<@a.example,@b.example:c@d.example>``)
-    is checked and discarded (RFC 5321 4.1.1.3 and appendix C).
+    is checked and discarded (RFC 5321 4.1.1.3 and appendix C).  The check
+    is strict: a hop is an At-domain, ``"@" Domain`` (RFC 5321 4.1.2), so a
+    hop that is an address literal (``<@[192.0.2.1]:c@d.example>``,
+    ``<@[IPv6:::1]:c@d.example>``) is refused with 501 like any other
+    malformed route.
     ``<Postmaster>`` without a domain is accepted when ``postmaster_ok``.
     Raises :class:`~smtp_message.AddressError`.
     """
@@ -342,6 +346,7 @@ def parse_path(
         raise AddressError(ADDRESS_SYNTAX, "empty address")
     if inner.startswith("@"):
         # RFC 5321 4.1.2:  A-d-l = At-domain *( "," At-domain )
+        #                  At-domain = "@" Domain
         # "SMTP servers MUST ... ignore the route information" (4.1.1.3 and C)
         route, colon, inner = inner.partition(":")
         if not colon:
@@ -349,6 +354,12 @@ def parse_path(
         for hop in route.split(","):
             if not hop.startswith("@"):
                 raise AddressError(ADDRESS_SYNTAX, "malformed source route")
+            if hop.startswith("@["):
+                # Not a Domain.  Checked before anything else: an IPv6
+                # literal's own ":" has already cut the route short.
+                raise AddressError(
+                    ADDRESS_SYNTAX, "a source route hop is a domain, not an address literal"
+                )
             try:
                 check_domain(hop[1:], utf8=utf8)
             except ValueError as exc:
