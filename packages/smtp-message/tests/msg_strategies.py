@@ -88,20 +88,34 @@ def dot_strings(alphabet: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.lists(atom, min_size=1, max_size=3).map(".".join)
 
 
-def local_parts(*, utf8: bool) -> st.SearchStrategy[str]:
-    """Dot-strings and anything a Quoted-string can carry, up to 64 octets."""
+def _wire_octets(local: str) -> int:
+    # RFC 5321 4.5.3.1.1 counts the local part as sent: quoted if it must be.
+    return len(Mailbox(local, "x.example").local_part_text().encode())
+
+
+def local_parts(*, utf8: bool, max_octets: int | None = 64) -> st.SearchStrategy[str]:
+    """Dot-strings and anything a Quoted-string can carry (``""`` included).
+
+    At most ``max_octets`` once serialised (RFC 5321 4.5.3.1.1), unless None.
+    """
     ascii_parts = st.one_of(
         dot_strings(st.sampled_from(ATEXT)),
-        st.text(PRINTABLE, min_size=1, max_size=20),
+        st.text(PRINTABLE, max_size=20),
+        # Mostly characters that must be quoted or escaped: near the limit.
+        st.text(st.sampled_from('"\\ a'), max_size=40),
     )
-    if not utf8:
-        return ascii_parts
-    mixed = st.one_of(st.sampled_from(ATEXT), NON_ASCII)
-    return st.one_of(
-        ascii_parts,
-        dot_strings(mixed),
-        st.text(st.one_of(st.sampled_from(PRINTABLE), NON_ASCII), min_size=1, max_size=12),
-    ).filter(lambda s: len(s.encode()) <= 64)
+    parts = ascii_parts
+    if utf8:
+        mixed = st.one_of(st.sampled_from(ATEXT), NON_ASCII)
+        parts = st.one_of(
+            ascii_parts,
+            dot_strings(mixed),
+            st.text(st.one_of(st.sampled_from(PRINTABLE), NON_ASCII), max_size=12),
+        )
+    if max_octets is None:
+        return parts
+    limit = max_octets
+    return parts.filter(lambda s: _wire_octets(s) <= limit)
 
 
 @st.composite

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from msg_strategies import mailboxes, postmaster
+from msg_strategies import local_parts, mailboxes, postmaster
 
 from smtp_message import AddressError, AddressPolicy, Mailbox, parse_path, replies
 
@@ -161,8 +161,29 @@ def test_mailbox_only_postmaster_may_lack_a_domain() -> None:
     """RFC 5321 4.1.2: every Mailbox but <Postmaster> has a domain."""
     with pytest.raises(ValueError, match="Postmaster"):
         Mailbox("someone", None)
-    with pytest.raises(ValueError, match="empty local part"):
-        Mailbox("", "x.example")
+    with pytest.raises(ValueError, match="Postmaster"):
+        Mailbox("", None)
+
+
+def test_mailbox_empty_quoted_local_part() -> None:
+    """RFC 5321 4.1.2: Quoted-string = DQUOTE *QcontentSMTP DQUOTE, so
+    ``""`` is a local part (4.5.3.1.1 bounds it above, not below).  It
+    parses, in a path and in MAIL and RCPT, and serialises back quoted;
+    an unquoted empty local part is still no Dot-string."""
+    from smtp_message import MailFrom, RcptTo, parse_command
+
+    empty = Mailbox("", "b.example")
+    assert parse_path('<""@b.example>') == empty
+    assert Mailbox.parse('""@b.example', utf8=False) == empty
+    assert str(empty) == '""@b.example'
+    assert empty.to_path() == '<""@b.example>'
+    assert parse_path(empty.to_path()) == empty
+    assert parse_command(b'MAIL FROM:<""@b.example>') == MailFrom(empty)
+    assert parse_command(b'RCPT TO:<""@b.example>') == RcptTo(empty)
+    assert parse_path('<@a.example:""@b.example>') == empty
+    for bad in ("<@b.example>", '<""@>', '<"""@b.example>'):
+        with pytest.raises(AddressError):
+            parse_path(bad)
 
 
 def test_path_null_reverse_path() -> None:
@@ -396,6 +417,28 @@ def test_path_length_limits() -> None:
     assert err.value.reply == replies.PATH_TOO_LONG
 
 
+def test_path_local_part_limit_counts_the_quoted_form() -> None:
+    """RFC 5321 4.5.3.1.1: "The maximum total length of a user name or other
+    local-part is 64 octets": the local-part of the grammar, as sent, so a
+    Quoted-string counts its quotes and its backslashes."""
+    for value, wire in [
+        ("a" * 62, '"' + "a" * 62 + '"'),  # needs no quotes: parses all the same
+        ("a b" + "c" * 59, '"a b' + "c" * 59 + '"'),
+        ('"' * 31, '"' + '\\"' * 31 + '"'),
+        ("abc", '"\\a\\b\\c"'),  # needless escapes count too
+    ]:
+        assert len(wire) == 64 or value == "abc"
+        assert parse_path(f"<{wire}@x.example>") == Mailbox(value, "x.example")
+    for wire in ['"a b' + "c" * 60 + '"', '"' + '\\"' * 32 + '"', '"' + "a" * 63 + '"']:
+        assert len(wire) > 64
+        with pytest.raises(AddressError) as err:
+            parse_path(f"<{wire}@x.example>")
+        assert err.value.reply == replies.PATH_TOO_LONG
+    # What Mailbox serialises is what is counted: 31 quotes fit, 32 do not.
+    assert len(Mailbox('"' * 31, "x.example").local_part_text()) == 64
+    assert len(Mailbox('"' * 32, "x.example").local_part_text()) == 66
+
+
 def test_path_length_counts_utf8_octets() -> None:
     """RFC 6531 3.3 with RFC 5321 4.5.3.1.1: limits are octets, not characters."""
     assert parse_path(f"<{'é' * 32}@x.example>", utf8=True) is not None
@@ -431,6 +474,22 @@ def test_mailbox_round_trip_utf8(mailbox: Mailbox) -> None:
     assert parsed == mailbox
     assert parsed is not None
     assert parsed.needs_smtputf8 == (not mailbox.to_path().isascii())
+
+
+@given(local_parts(utf8=True, max_octets=None), st.booleans())
+def test_mailbox_local_part_limit_is_on_the_serialised_form(local: str, relaxed: bool) -> None:
+    """RFC 5321 4.5.3.1.1: a Mailbox parses back from its path exactly when
+    its local part, as serialised (quotes and escapes included), is within
+    the limit; past it the refusal is 501 Path too long, never a syntax one."""
+    mailbox = Mailbox(local, "x.example")
+    limit = 100 if relaxed else 64
+    policy = AddressPolicy(max_local_part=limit, max_path=1000)
+    if len(mailbox.local_part_text().encode()) <= limit:
+        assert parse_path(mailbox.to_path(), utf8=True, policy=policy) == mailbox
+    else:
+        with pytest.raises(AddressError) as err:
+            parse_path(mailbox.to_path(), utf8=True, policy=policy)
+        assert err.value.reply == replies.PATH_TOO_LONG
 
 
 @given(st.text(max_size=80), st.booleans(), st.booleans(), st.booleans())

@@ -149,6 +149,8 @@ class Mailbox:
 
     ``local_part`` holds the unquoted value: ``"a b"@example.com`` parses to
     ``Mailbox("a b", "example.com")`` and serialises back with the quotes.
+    It may be empty: ``""@example.com`` is a Quoted-string with no
+    QcontentSMTP (RFC 5321 4.1.2), and serialises with its quotes.
     ``domain`` is a domain name or an address literal with its brackets
     (``"[192.0.2.1]"``, ``"[IPv6:2001:db8::1]"``); it is ``None`` only for
     the special recipient ``<Postmaster>`` (RFC 5321 4.1.1.3).
@@ -167,8 +169,6 @@ class Mailbox:
             if self.local_part.lower() != "postmaster":
                 raise ValueError("only Postmaster may have no domain")
             return
-        if not self.local_part:
-            raise ValueError("empty local part")
         check_domain(self.domain, utf8=True)
 
     @classmethod
@@ -240,37 +240,39 @@ def _parse_mailbox(text: str, *, utf8: bool, policy: AddressPolicy, postmaster: 
     if postmaster and text.lower() == "postmaster":
         return Mailbox._trusted(text, None)
     if text.startswith('"'):
+        # RFC 5321 4.1.2:  Quoted-string = DQUOTE *QcontentSMTP DQUOTE
+        # (so '""' is a local part: an empty one).
         m = _QUOTED[utf8].match(text)
         if m is None:
             raise AddressError(ADDRESS_SYNTAX, f"malformed quoted local part: {text!r}")
         local = _UNESCAPE.sub(r"\1", m[1])
-        rest = text[m.end() :]
+        wire_end = m.end()
     else:
         # A Dot-string has no "@"; the domain may (a general address
         # literal's dcontent includes it), so the first "@" is the one.
-        at = text.find("@")
-        if at <= 0:
+        wire_end = text.find("@")
+        if wire_end <= 0:
             raise AddressError(ADDRESS_SYNTAX, f"no local part or domain: {text!r}")
-        local = text[:at]
+        local = text[:wire_end]
         if not _DOT_STRING[utf8].fullmatch(local):
             raise AddressError(ADDRESS_SYNTAX, f"malformed local part: {text!r}")
-        rest = text[at:]
+    rest = text[wire_end:]
     if not rest.startswith("@") or len(rest) < 2:
         raise AddressError(ADDRESS_SYNTAX, f"missing domain: {text!r}")
     domain = rest[1:]
-    if len(local.encode("utf-8")) > policy.max_local_part:
+    # RFC 5321 4.5.3.1.1: the limit is on the local-part of the grammar,
+    # i.e. as sent: a Quoted-string counts its quotes and backslashes.
+    if len(text[:wire_end].encode("utf-8")) > policy.max_local_part:
         raise AddressError(PATH_TOO_LONG, f"local part too long: {text!r}")
     if len(domain.encode("utf-8")) > policy.max_domain:
         raise AddressError(PATH_TOO_LONG, f"domain too long: {text!r}")
-    if not local:
-        raise AddressError(ADDRESS_SYNTAX, f"empty local part: {text!r}")
     try:
         check_domain(domain, utf8=utf8)
     except ValueError as exc:
         raise AddressError(ADDRESS_SYNTAX, str(exc)) from None
     # All Mailbox.__init__ would check is checked above: the local part
     # matched the Dot-string or Quoted-string grammar (no control character,
-    # no lone surrogate), is not empty, and the domain is valid.
+    # no lone surrogate), and the domain is valid.
     return Mailbox._trusted(local, domain)
 
 
