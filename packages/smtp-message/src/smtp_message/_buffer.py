@@ -13,9 +13,11 @@ class _TooLong(enum.Enum):
 
 
 class ReceiveBuffer:
-    """Bytes received and not yet parsed.
+    """Bytes received and not yet parsed, cut into lines at CRLF only.
 
-    A ``bytearray`` consumed from the front (which CPython does in constant
+    RFC 5321 2.3.8: lines end with CRLF, never a bare CR or LF; a line
+    longer than its limit (RFC 5321 4.5.3.1) is reported, never buffered
+    whole.  A ``bytearray`` consumed from the front (which CPython does in constant
     time), with the position where the last search for a line end stopped,
     so feeding a long line in many small pieces costs linear time, not
     quadratic.

@@ -98,9 +98,11 @@ def _trigger(command: Command | AuthResponse) -> str:
 class ClientConnection:
     r"""One client session, sans I/O (in the manner of h11's ``Connection``).
 
-    :meth:`send` turns a command into bytes to write, after checking it is
-    legal now: in sequence, allowed by the extensions the server advertised,
-    and pipelined only where RFC 2920 allows.  Received bytes go to
+    RFC 5321 3 and 4 (replies: 4.2; with RFC 2033 for LMTP, RFC 3030 for
+    BDAT, RFC 3207 for STARTTLS, RFC 4954 for AUTH).  :meth:`send` turns a
+    command into bytes to write, after checking it is legal now: in
+    sequence, allowed by the extensions the server advertised, and
+    pipelined only where RFC 2920 allows.  Received bytes go to
     :meth:`receive_data`; :meth:`next_event` pairs each reply with what it
     answers::
 

@@ -49,6 +49,9 @@ def _check_entries(
 class Extensions:
     """The extensions a server advertises: keyword -> parameters, in order.
 
+    Read from the lines after the first of an EHLO reply (RFC 5321 4.1.1.1:
+    ``ehlo-line = ehlo-keyword *( SP ehlo-param )``).
+
     >>> ext = Extensions([("SIZE", ["1000"]), ("PIPELINING", [])])
     >>> ext.size, ext.pipelining, ext.chunking
     (1000, True, False)

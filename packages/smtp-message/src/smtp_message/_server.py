@@ -305,9 +305,11 @@ def _trigger(command: Command) -> str:
 class ServerConnection:
     r"""One server session, sans I/O (in the manner of h11's ``Connection``).
 
-    The I/O layer feeds received bytes with :meth:`receive_data` (``b""`` at
-    end of file), takes events from :meth:`next_event`, decides, and turns
-    each reply into bytes to write with :meth:`send`::
+    RFC 5321 3 and 4 (with RFC 2033 for LMTP, RFC 3030 for BDAT, RFC 3207
+    for STARTTLS, RFC 4954 for AUTH).  The I/O layer feeds received bytes
+    with :meth:`receive_data` (``b""`` at end of file), takes events from
+    :meth:`next_event`, decides, and turns each reply into bytes to write
+    with :meth:`send`::
 
         conn = ServerConnection(ServerSettings(hostname="mx.example"))
         out = conn.send(conn.greeting())
