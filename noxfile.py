@@ -77,14 +77,23 @@ def examples(session: nox.Session) -> None:
 
 @nox.session
 def fuzz(session: nox.Session) -> None:
-    """Coverage-guided fuzzing of the parsers, for a bounded time.
+    """Coverage-guided fuzzing of the parsers, then their properties, for a bounded time.
 
-    ``nox -s fuzz -- SECONDS`` sets the time per target (default 60).
+    ``nox -s fuzz -- SECONDS`` sets the time per target (default 60): each
+    atheris target in fuzz/, then smtp-message's hypothesis properties with
+    the "fuzz" profile (conftest.py), sized to take about SECONDS in all.
     """
-    sync(session, "--package", "smtp-message", "--group", "fuzz")
+    sync(session, "--package", "smtp-message", "--group", "fuzz", "--group", "test")
     seconds = session.posargs[0] if session.posargs else "60"
     for target in sorted((ROOT / "fuzz").glob("fuzz_*.py")):
         session.run("python", str(target), f"-max_total_time={seconds}", "-rss_limit_mb=1024")
+    # Every @given test (hypothesis's pytest plugin marks them "hypothesis");
+    # one property running longer than the whole budget is a hang.
+    env = {"HYPOTHESIS_PROFILE": "fuzz", "HYPOTHESIS_FUZZ_SECONDS": seconds}
+    timeout = max(120, int(float(seconds)))
+    session.run(
+        "pytest", "packages/smtp-message/tests", "-m", "hypothesis", f"--timeout={timeout}", env=env
+    )
 
 
 @nox.session
