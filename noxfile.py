@@ -85,8 +85,16 @@ def fuzz(session: nox.Session) -> None:
     """
     sync(session, "--package", "smtp-message", "--group", "fuzz", "--group", "test")
     seconds = session.posargs[0] if session.posargs else "60"
+    (ROOT / "fuzz" / "artifacts").mkdir(exist_ok=True)
     for target in sorted((ROOT / "fuzz").glob("fuzz_*.py")):
-        session.run("python", str(target), f"-max_total_time={seconds}", "-rss_limit_mb=1024")
+        session.run(
+            "python",
+            str(target),
+            f"-max_total_time={seconds}",
+            "-rss_limit_mb=1024",
+            # Crash inputs go to fuzz/artifacts/ (ignored), not the repository root.
+            f"-artifact_prefix={ROOT / 'fuzz' / 'artifacts'}/",
+        )
     # Every @given test (hypothesis's pytest plugin marks them "hypothesis");
     # one property running longer than the whole budget is a hang.
     env = {"HYPOTHESIS_PROFILE": "fuzz", "HYPOTHESIS_FUZZ_SECONDS": seconds}
