@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from smtp_message import MailFrom, RcptTo, Reply
 from smtp_testkit.clients import run_asyncio, run_swaks
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from smtp_server import Session
 
 pytestmark = pytest.mark.anyio
@@ -203,3 +206,24 @@ async def test_swaks_sees_a_refused_sender() -> None:
     assert result.returncode != 0
     assert "550 5.7.1 Sender refused by policy" in result.server_lines()
     assert hooks.messages == []
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [("true", pytest.fail.Exception), (None, pytest.skip.Exception)],
+    ids=["ci", "local"],
+)
+async def test_swaks_missing_fails_under_ci(
+    ci: str | None, outcome: type[BaseException], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A test that needs swaks fails, never skips, when swaks is missing
+    under CI=true (a skip would hide a missing install step in .ci/run);
+    on a developer's machine it skips."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(os.path, "exists", lambda _path: False)  # not in /usr/sbin either
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="swaks is not installed"):
+        await run_swaks("--version")

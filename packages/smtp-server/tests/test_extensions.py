@@ -7,6 +7,7 @@ PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8
 
 from __future__ import annotations
 
+import base64
 import smtplib
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ from serverkit import (
 from smtp_message import Notify, OriginalRecipient, RcptTo, Reply, Ret
 
 if TYPE_CHECKING:
+    import ssl
+
     from smtp_server import Session
     from smtp_testkit.clients import RawReply
 
@@ -408,6 +411,91 @@ async def test_enhanced_status_codes_on_every_line_of_every_reply() -> None:
     assert "550 5.0.0 third" in text
     assert "450 4.0.0 Try later" in text
     assert "221 2.0.0" in text
+
+
+async def test_enhanced_status_codes_with_tls_and_auth(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    """RFC 2034 3 with RFC 3207 and RFC 4954 6: the replies of STARTTLS and
+    AUTH (538, 530, 235, 535, 501, 504, 503, 421) carry enhanced codes of
+    their class on every line too; only 334 challenges (3xx) and the EHLO
+    reply go without."""
+    hooks = Recorder(users={"alice": "pw"})
+    config = settings(
+        ssl_context=tls_server_context,
+        auth_mechanisms=("PLAIN", "LOGIN"),
+        require_auth=True,
+        max_auth_failures=3,
+    )
+    ok = base64.b64encode(b"\0alice\0pw").decode()
+    bad = base64.b64encode(b"\0alice\0bad").decode()
+    in_clear = [f"AUTH PLAIN {ok}", "MAIL FROM:<a@example.com>", "STARTTLS"]
+    under_tls = [
+        "MAIL FROM:<a@example.com>",  # EHLO needed again (503)
+        "EHLO client.example",
+        "MAIL FROM:<a@example.com>",  # AUTH needed (530)
+        f"AUTH PLAIN {bad}",
+        "AUTH PLAIN not-base64!",
+        "AUTH CRAM-MD5",
+        "AUTH PLAIN",
+        "*",
+        f"AUTH PLAIN {ok}",
+        f"AUTH PLAIN {ok}",  # already authenticated (503)
+        "STARTTLS",  # TLS already active (503)
+        "MAIL FROM:<a@example.com>",
+        "RCPT TO:<b@example.net>",
+        "DATA",
+        MESSAGE.decode() + ".",
+        "QUIT",
+    ]
+    seen = []
+    async with serving(hooks, config) as srv:
+        client = await srv.hello()
+        for line in in_clear:
+            seen.append(await client.command(line))
+        await client.start_tls(tls_client_context)
+        for line in under_tls:
+            seen.append(await client.command(line))
+        # A second session fails AUTH until the server gives up (421).
+        other = await srv.hello()
+        await other.command("STARTTLS")
+        await other.start_tls(tls_client_context)
+        await other.command("EHLO client.example")
+        for _ in range(3):
+            seen.append(await other.command(f"AUTH PLAIN {bad}"))
+    codes = []
+    for reply in seen:
+        codes.append(reply.code)
+        if reply.lines[0].startswith(b"250-mx.test.example") or reply.code in (334, 354):
+            continue
+        assert_enhanced(reply)
+    assert {538, 530, 220, 503, 535, 501, 504, 235, 250, 221, 421} <= set(codes), codes
+    assert len(hooks.messages) == 1
+
+
+async def test_enhanced_status_codes_in_lmtp() -> None:
+    """RFC 2033 5 (LMTP servers MUST support ENHANCEDSTATUSCODES) and RFC
+    2034 3: the 500 to HELO/EHLO and every per-recipient reply after the
+    body, accepted or refused, carries an enhanced code of its class."""
+    hooks = Recorder()
+    async with serving(hooks, settings(lmtp=True, max_message_size=100)) as srv:
+        client = await srv.connect()
+        seen = [await client.command("HELO client.example")]
+        seen.append(await client.command("EHLO client.example"))
+        assert (await client.command("LHLO client.example")).code == 250
+        for body in (b"x" * 200 + b"\r\n", b"hi\r\n"):
+            await client.send(
+                b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n"
+                b"RCPT TO:<c@example.net>\r\nDATA\r\n"
+            )
+            seen += (await client.read_replies(4))[:3]
+            await client.send(body + b".\r\n")
+            seen += await client.read_replies(2)
+        seen.append(await client.command("QUIT"))
+    for reply in seen:
+        assert_enhanced(reply)
+    assert [r.code for r in seen] == [500, 500, *[250] * 3, 552, 552, *[250] * 5, 221]
+    assert len(hooks.messages) == 1
 
 
 # -- CHUNKING and BINARYMIME ---------------------------------------------------------

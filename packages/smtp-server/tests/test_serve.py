@@ -518,3 +518,152 @@ async def test_interact_on_an_encrypted_stream(
     assert auth.code == 235
     assert hooks.connects[0].tls is not None
     assert hooks.messages[0].session.tls is not None
+
+
+# The server of the many-idle-connections test: serve() as an MTA runs it,
+# started with the usual soft limit of 1024 open files, which serve() must
+# raise for 10,000 sessions to fit.
+IDLE_SERVER = textwrap.dedent(
+    """
+    import resource, sys
+    import anyio
+    from smtp_server import Settings, listen, serve
+
+    port, backend, sessions = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    async def main():
+        listener = await listen(f"127.0.0.1:{port}")
+        print("ready", flush=True)
+        await serve(listener, None, Settings(max_sessions=sessions))
+
+    anyio.run(main, backend=backend)
+    """
+)
+
+# The idle clients, in a process of their own (the test's descriptors stay
+# few): connect in waves (listen backlogs are finite), read each greeting,
+# say "held", and on a line from stdin report how many connections the
+# server has closed or written to since (an idle session hears nothing).
+IDLE_CLIENTS = textwrap.dedent(
+    """
+    import resource, selectors, socket, sys
+    port, count = int(sys.argv[1]), int(sys.argv[2])
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    selector = selectors.DefaultSelector()
+    socks, pending, greeted = [], {}, 0
+    while greeted < count:
+        while len(socks) < count and len(pending) < 200:
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            selector.register(sock, selectors.EVENT_READ)
+            socks.append(sock)
+            pending[sock] = b""
+        events = selector.select(timeout=60)
+        if not events:
+            sys.exit(f"stalled after {greeted} greetings")
+        for key, _ in events:
+            sock = key.fileobj
+            data = sock.recv(512)
+            if not data:
+                sys.exit(f"closed before its greeting, after {greeted}")
+            pending[sock] += data
+            if pending[sock].endswith(b"\\r\\n"):
+                if not pending[sock].startswith(b"220 "):
+                    sys.exit(f"greeting {pending[sock]!r}")
+                selector.unregister(sock)
+                del pending[sock]
+                greeted += 1
+    print("held", flush=True)
+    sys.stdin.readline()
+    for sock in socks:
+        selector.register(sock, selectors.EVENT_READ)
+    print(len(selector.select(timeout=0)), flush=True)
+    """
+)
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")  # pragma: no cover - Linux has it
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_serve_holds_10000_idle_connections_and_serves_new_ones(
+    backend: str, tmp_path: Path
+) -> None:
+    """RFC 5321 4.5.3.2 (a server serves many clients at once) and issue 3:
+    10,000 idle sessions at once, on a server started with a soft open-file
+    limit of 1024 (serve() raises it to the hard limit), and a new client is
+    still served promptly; no idle session is dropped meanwhile.  Memory
+    per idle session is bounded (benchmarks/bench_idle.py measures it)."""
+    import resource
+    import smtplib
+    import time
+
+    count = 10_000
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 100:
+        message = f"the hard open-file limit ({hard}) is below {count + 100}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    server_script, clients_script = tmp_path / "server.py", tmp_path / "clients.py"
+    server_script.write_text(IDLE_SERVER)
+    clients_script.write_text(IDLE_CLIENTS)
+    server = subprocess.Popen(
+        [sys.executable, str(server_script), str(port), backend, str(count + 10)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    clients: subprocess.Popen[str] | None = None
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().strip() == "ready"
+
+        def send() -> float:
+            start = time.monotonic()
+            with smtplib.SMTP(HOST, port, timeout=30) as client:
+                client.sendmail("a@example.com", ["b@example.net"], MESSAGE)
+            return time.monotonic() - start
+
+        send()  # the first session warms the server up (imports, caches)
+        base = _rss_kib(server.pid)
+        clients = subprocess.Popen(
+            [sys.executable, str(clients_script), str(port), str(count)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert clients.stdin is not None
+        assert clients.stdout is not None
+        assert clients.stdout.readline().strip() == "held", clients.wait(60)
+        per_session = (_rss_kib(server.pid) - base) * 1024 / count
+        took = max(send() for _ in range(3))
+        clients.stdin.write("report\n")
+        clients.stdin.flush()
+        disturbed = int(clients.stdout.readline())
+        assert clients.wait(60) == 0
+        assert server.poll() is None
+    finally:
+        for process in (clients, server):
+            if process is not None:
+                if process.poll() is None:
+                    process.kill()
+                process.communicate(timeout=30)  # and close its pipes
+    assert disturbed == 0
+    # "Promptly": a whole transaction while 10,000 sessions wait (about
+    # 10 ms on an idle machine; the bound leaves room for a busy one).
+    assert took < 5.0, f"a transaction took {took:.2f} s"
+    assert per_session < 64 * 1024, f"{per_session / 1024:.1f} KiB per idle session"

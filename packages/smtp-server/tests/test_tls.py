@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 from typing import TYPE_CHECKING
 
 import aiosmtplib
 import anyio
 import pytest
-from serverkit import MESSAGE, Recorder, serving, settings, transaction
+from serverkit import MESSAGE, Recorder, serving, settings, transaction, wait_for
 
 from smtp_testkit.clients import RawClient, run_asyncio
 
@@ -118,6 +119,27 @@ async def test_starttls_discards_pipelined_commands(
     assert any(f"discarded {len(INJECTED)} octets" in m for m in messages), messages
     # What was discarded is not logged.
     assert not any("attacker" in m for m in messages)
+
+
+async def test_starttls_plaintext_after_the_go_ahead_is_never_a_command(
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    """CVE-2011-0411, the other timing: commands sent in clear after the 220
+    but before the handshake reach the TLS layer, not the SMTP one.  They
+    fail the handshake; the session ends without another reply in clear
+    and no command is obeyed."""
+    hooks = Recorder()
+    async with serving(hooks, settings(ssl_context=tls_server_context)) as srv:
+        client = await srv.hello()
+        ready = await client.command("STARTTLS")
+        await client.send(INJECTED + b"RCPT TO:<victim@example.net>\r\n")
+        rest = await client.read_until_closed()
+        await wait_for(lambda: hooks.disconnected)
+    assert ready.code == 220
+    # Perhaps a TLS alert; never an SMTP reply.
+    assert not re.search(rb"(^|\r\n)[2-5][0-9][0-9][ -]", rest), rest
+    assert hooks.mails == []
+    assert hooks.disconnected[0].tls is None
 
 
 async def test_starttls_resets_the_session(
