@@ -6,9 +6,11 @@ The sink runs as a subprocess on both event loops (``--backend asyncio`` and
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trustme
 
+from smtp_mta._cli import build_parser
 from smtp_testkit.plugin import require_program
 
 if TYPE_CHECKING:
@@ -145,15 +148,23 @@ def test_sink_writes_the_received_bytes_and_the_envelope(start_sink: StartSink) 
             "a@b.example",
             ["c@d.example", "e@f.example"],
             body,
-            mail_options=["BODY=8BITMIME"],
-            rcpt_options=["NOTIFY=SUCCESS,FAILURE"],
+            mail_options=["BODY=8BITMIME", "RET=HDRS", "ENVID=QQ314159+2Bx"],
+            rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;c+2Bx@d.example"],
         )
     [(eml, meta)] = sink.wait_for_messages(1)
     assert eml == body  # smtplib stuffed the dots; the sink unstuffed them
     assert meta["mail_from"] == "a@b.example"
     assert meta["rcpt_to"] == ["c@d.example", "e@f.example"]
-    assert meta["mail_parameters"]["body"] == "8BITMIME"  # type: ignore[index]
-    assert meta["rcpt_parameters"][0]["notify"] == ["FAILURE", "SUCCESS"]  # type: ignore[index]
+    mail_parameters = meta["mail_parameters"]
+    assert isinstance(mail_parameters, dict)
+    assert mail_parameters["body"] == "8BITMIME"
+    assert mail_parameters["size"] == len(body)  # smtplib declares SIZE (RFC 1870)
+    # RFC 3461 4.3-4.4, xtext decoded.
+    assert (mail_parameters["ret"], mail_parameters["envid"]) == ("HDRS", "QQ314159+x")
+    assert meta["rcpt_parameters"] == [
+        {"notify": ["FAILURE", "SUCCESS"], "orcpt": "rfc822;c+x@d.example", "other": {}},
+        {"notify": ["FAILURE", "SUCCESS"], "orcpt": "rfc822;c+x@d.example", "other": {}},
+    ]
     assert meta["client"]["address"] == "127.0.0.1"  # type: ignore[index]
     assert meta["client"]["helo"] == "client.example"  # type: ignore[index]
     assert meta["tls"] is None
@@ -211,20 +222,25 @@ def test_sink_bdat_chunks_are_written_verbatim(start_sink: StartSink, tmp_path: 
     assert meta["mail_parameters"]["body"] == "BINARYMIME"  # type: ignore[index]
 
 
+@pytest.mark.parametrize("command", ["DATA", "BDAT"])
 def test_sink_client_vanishing_mid_data_leaves_nothing(
-    start_sink: StartSink, tmp_path: Path
+    start_sink: StartSink, tmp_path: Path, command: str
 ) -> None:
-    """A message whose client disconnects before CRLF.CRLF is not a message."""
+    """RFC 5321 4.1.1.4 / RFC 3030 2: a message whose client disconnects
+    before CRLF.CRLF (or before the end of its BDAT LAST chunk) is not a
+    message: no file appears, not even a temporary one."""
     sink = start_sink()
     with socket.create_connection(("127.0.0.1", sink.port)) as s:
         s.recv(512)
-        replies = _exchange(
-            s,
-            b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n",
-            4,
-        )
-        assert replies[-1].startswith(b"354")
+        envelope = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n"
+        if command == "DATA":
+            replies = _exchange(s, envelope + b"DATA\r\n", 4)
+            assert replies[-1].startswith(b"354")
+        else:
+            assert len(_exchange(s, envelope, 3)) == 3
+            s.sendall(b"BDAT 1000000 LAST\r\n")
         s.sendall(b"Subject: partial\r\n\r\n" + b"x" * 200_000)
+        time.sleep(0.2)  # the server has started writing the message
     # A complete message afterwards proves the server went on, and gives the
     # aborted one time to be cleaned up first.
     with smtplib.SMTP("127.0.0.1", sink.port) as client:
@@ -359,11 +375,26 @@ def test_sink_sigint_stops_cleanly_and_logs_each_session(
 
 
 def test_sink_help_documents_every_flag() -> None:
-    """``--help`` names each option the issue specifies."""
+    """``--help`` names each option the issue specifies, and every option
+    the parser has comes with a line of help."""
     out = subprocess.run([*CLI, "sink", "--help"], capture_output=True, text=True, check=True)
     for flag in ("--listen", "--out", "--tls-cert", "--tls-key", "--auth", "--max-size",
                  "--max-recipients", "--lmtp", "--discard"):  # fmt: skip
         assert flag in out.stdout
+    [sink] = [
+        action.choices["sink"]
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    options = [a for a in sink._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 9
+    for action in options:
+        assert action.help, action.option_strings
+        for option in action.option_strings:
+            assert option in out.stdout
+    # The help is about the real thing: its defaults are shown.
+    assert str(32 * 1024 * 1024) in out.stdout
+    assert "127.0.0.1:2525" in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -428,3 +459,113 @@ def test_sink_second_signal_stops_at_once(start_sink: StartSink) -> None:
         s.settimeout(10)
         rest = s.recv(512)
     assert rest.startswith(b"421 4.3.2")
+
+
+def test_sink_defaults_advertise_size_and_every_extension(start_sink: StartSink) -> None:
+    """What a tester expects without flags: SIZE advertised at 32 MiB (RFC
+    1870 4), every extension the server speaks, no AUTH or STARTTLS without
+    their flags, and at least 1000 recipients (RFC 5321 4.5.3.1.8 asks for
+    100 at least): the 1001st gets 452 4.5.3, the message reaches the 1000."""
+    sink = start_sink()
+    with socket.create_connection(("127.0.0.1", sink.port)) as s:
+        s.recv(512)
+        s.sendall(b"EHLO c.example\r\n")
+        ehlo = b""
+        while not re.search(rb"(^|\r\n)250 [^\r]*\r\n$", ehlo):
+            chunk = s.recv(4096)
+            assert chunk, ehlo
+            ehlo += chunk
+        keywords = [line[4:].decode() for line in ehlo.split(b"\r\n")[1:-1]]
+        rcpts = b"".join(f"RCPT TO:<r{i}@d.example>\r\n".encode() for i in range(1001))
+        replies = _exchange(s, b"MAIL FROM:<a@b.example>\r\n" + rcpts, 1002)
+        done = _exchange(s, b"DATA\r\nSubject: many\r\n\r\nhi\r\n.\r\n", 2)
+    assert keywords == [
+        "PIPELINING",
+        f"SIZE {32 * 1024 * 1024}",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+        "CHUNKING",
+        "BINARYMIME",
+        "DSN",
+    ]
+    assert [r[:3] for r in replies] == [b"250"] * 1001 + [b"452"]
+    assert replies[-1].startswith(b"452 4.5.3")
+    assert [r[:3] for r in done] == [b"354", b"250"]
+    [(_, meta)] = sink.wait_for_messages(1)
+    assert len(meta["rcpt_to"]) == 1000  # type: ignore[arg-type]
+
+
+def test_sink_max_size_zero_means_no_limit(start_sink: StartSink) -> None:
+    """``--max-size 0``: SIZE advertised without a number (RFC 1870 4: no
+    fixed limit), and a declared size beyond 32 MiB is accepted."""
+    sink = start_sink("--max-size", "0")
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == ""
+        assert client.mail("a@b.example", [f"SIZE={10**12}"])[0] == 250
+
+
+def test_sink_several_listeners_and_users(start_sink: StartSink, tmp_path: Path) -> None:
+    """``--listen`` and ``--auth`` repeat: a TCP and a Unix-domain listener
+    serve together, each ``USER:PASSWORD`` is accepted (a password may hold
+    a colon), and without TLS AUTH is offered in clear with a warning in
+    the log (RFC 4954 4 lets a server do so; the design note says why)."""
+    path = tmp_path / "sink.sock"
+    sink = start_sink("--listen", f"unix:{path}",
+                      "--auth", "alice:one", "--auth", "bob:t:w:o")  # fmt: skip
+
+    def auth(client: smtplib.SMTP, user: str, password: str) -> int:
+        client.ehlo()
+        assert client.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+        code, _ = client.login(user, password)
+        client.sendmail(f"{user}@b.example", ["c@d.example"], b"Subject: x\r\n\r\nx\r\n")
+        return code
+
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        assert auth(client, "alice", "one") == 235
+    with smtplib.SMTP() as client:
+        client.sock = socket.socket(socket.AF_UNIX)
+        client.sock.connect(str(path))
+        assert client.getreply()[0] == 220
+        assert auth(client, "bob", "t:w:o") == 235
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.ehlo()
+        another = base64.b64encode(b"\0alice\0t:w:o").decode()  # bob's password
+        assert client.docmd("AUTH", f"PLAIN {another}")[0] == 535
+    found = sink.wait_for_messages(2)
+    assert sorted(str(meta["auth"]) for _, meta in found) == ["alice", "bob"]
+    assert sink.stop() == 0
+    log = sink.log.read_text()
+    assert "AUTH is offered without TLS" in log
+    assert f"listening on unix:{path}" in log
+    assert "t:w:o" not in log
+
+
+def test_sink_failed_publication_leaves_no_half_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files appear atomically, failures included: if the .json cannot be
+    put in place after the .eml was (a full disk), the client gets 451 and
+    sends again, so neither half of this attempt may stay behind (an .eml
+    without its .json would be a second copy of the message)."""
+    from smtp_mta import _sink
+
+    out = tmp_path / "mail"
+    (out / ".tmp").mkdir(parents=True)
+    hooks = _sink.SinkHooks(out=out)
+    tmp_eml = out / ".tmp" / "m1.eml"
+    tmp_eml.write_bytes(b"Subject: x\r\n\r\nx\r\n")
+    real_replace = os.replace
+
+    def replace(src: Path, dst: Path) -> None:
+        if str(dst).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space left"):
+        hooks._publish("m1", tmp_eml, b"{}")
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == [".tmp"]
+    assert list((out / ".tmp").iterdir()) == []

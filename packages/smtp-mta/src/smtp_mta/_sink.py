@@ -7,6 +7,7 @@ as aiosmtpd's debugging handler or Mailpit do, or throws it away.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import json
 import logging
@@ -160,9 +161,18 @@ class SinkHooks(DiscardHooks):
 
     def _publish(self, message_id: str, tmp_eml: Path, metadata: bytes) -> None:
         tmp_json = tmp_eml.with_suffix(".json")
-        _write_file(tmp_json, metadata)
-        os.replace(tmp_eml, self.out / f"{message_id}.eml")
-        os.replace(tmp_json, self.out / f"{message_id}.json")
+        eml = self.out / f"{message_id}.eml"
+        try:
+            _write_file(tmp_json, metadata)
+            os.replace(tmp_eml, eml)
+            os.replace(tmp_json, self.out / f"{message_id}.json")
+        except BaseException:
+            # The client gets 451 and sends the message again: leave no
+            # half of this one (an .eml without its .json) behind.
+            for path in (tmp_eml, tmp_json, eml):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         _fsync_directory(self.out)
 
 
@@ -223,8 +233,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             await server.serve(*listeners, task_status=task_status)
             tg.cancel_scope.cancel()  # done: stop watching for signals
 
-        async def watch_signals() -> None:
+        async def watch_signals(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
                 async for signum in signals:
                     name = signal.Signals(signum).name
                     if not server.stopping:
@@ -236,6 +247,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                         logger.info("%s: stopping now", name)
                         tg.cancel_scope.cancel()
 
+        # Signals first: once a client can be greeted, Ctrl-C stops cleanly.
+        await tg.start(watch_signals)
         await tg.start(serve)
         for address in args.listen:
             logger.info(
@@ -243,7 +256,6 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 address,
                 "discarding messages" if out is None else f"writing to {out}",
             )
-        tg.start_soon(watch_signals)
     return 0
 
 
@@ -266,6 +278,9 @@ def _main(args: argparse.Namespace) -> int:
     }[args.backend]
     try:
         return anyio.run(run, args, settings, backend=backend, backend_options=options)
+    except KeyboardInterrupt:
+        # Ctrl-C before the signal handlers are in place (still starting).
+        return 130
     except ImportError as exc:
         print(
             f"smtp-mta sink: backend {args.backend} is not installed: {exc}",
