@@ -8,7 +8,10 @@ claim holds:
 - ``SEND <id> <mailbox>``: about to hand the recipient to a transport;
 - ``DONE <id> <mailbox>``: ``record`` returned with the recipient delivered;
 - ``FINISH <id>``: the results about to be recorded end every recipient, so
-  the message may be gone after this line.
+  the message may be gone after this line;
+- ``OWES <id> <sender>``: the results about to be recorded fail a recipient
+  permanently, so once they take effect (the state says failed, or the
+  message is gone) a bounce to ``<sender>`` must exist.
 
 The "transport" is a decision by local part: ``ok*`` is delivered, ``tmp*``
 fails transiently on the first attempt and is delivered after, ``bad*``
@@ -110,6 +113,9 @@ async def deliver(queue: Queue, log: Log) -> None:
                 results[mailbox] = RecipientResult.permanent(NEVER, "mx.b.example")
         if all(not r.reply.is_transient for r in results.values()):
             log.write(f"FINISH {delivery.id}")
+        sender = delivery.envelope.sender
+        if sender is not None and any(r.reply.is_permanent for r in results.values()):
+            log.write(f"OWES {delivery.id} {sender}")
         await delivery.record(results)
         for mailbox, result in results.items():
             if result.reply.is_positive:

@@ -10,7 +10,11 @@ it has been told is done.  After every SIGKILL the spool must show:
   unless its last results were being recorded, every body intact, no message
   stored twice;
 - every recipient whose delivery was recorded still marked delivered, and
-  never handed to a transport again.
+  never handed to a transport again;
+- for every permanent failure that took effect (the state says failed, or
+  the message is gone), a bounce to the sender is there or was delivered:
+  a bounce is enqueued before the state is saved, and must survive a kill
+  like any acknowledged message (each is checked for its content too).
 
 ``SMTP_QUEUE_CRASH_ROUNDS`` sets the number of kills per backend (default
 30, about 15 s per backend here); set it to a few hundred for a long run.
@@ -18,6 +22,8 @@ it has been told is done.  After every SIGKILL the spool must show:
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import random
 import subprocess
@@ -29,7 +35,7 @@ import anyio
 import attrs
 import pytest
 
-from smtp_queue import FilesystemStore, Queue, RecipientStatus
+from smtp_queue import Envelope, FilesystemStore, Queue, RecipientStatus
 from smtp_queue._codec import decode_header, decode_state
 from smtp_queue._fsformat import ID_PATTERN, read_layout
 
@@ -50,6 +56,8 @@ class Claims:
     finished: set[str] = attrs.field(factory=set)
     done: dict[tuple[str, str], int] = attrs.field(factory=dict)
     sent: list[tuple[int, str, str]] = attrs.field(factory=list)
+    #: (message, sender) whose results about to be recorded owe a bounce.
+    owes: set[tuple[str, str]] = attrs.field(factory=set)
     bad_bodies: list[str] = attrs.field(factory=list)
 
     @classmethod
@@ -70,6 +78,8 @@ class Claims:
                 claims.done.setdefault((args[0], args[1]), position)
             elif kind == "SEND":
                 claims.sent.append((position, args[0], args[1]))
+            elif kind == "OWES":
+                claims.owes.add((args[0], args[1]))
             elif kind == "BADBODY":
                 claims.bad_bodies.append(args[0])
         return claims
@@ -98,9 +108,25 @@ def check_files_as_left(spool: Path) -> None:
             decode_state(state.read_bytes(), len(envelope.recipients))
 
 
+def is_bounce(envelope: Envelope) -> bool:
+    # Originals go to b.example; only bounces go back to a sender at a.example.
+    return envelope.sender is None and envelope.recipients[0].mailbox.domain == "a.example"
+
+
+def check_bounce(message_id: str, envelope: Envelope, content: bytes) -> str:
+    """A stored bounce is a whole report about its sender's message."""
+    (recipient,) = envelope.recipients
+    seq = int(recipient.mailbox.local_part.removeprefix("s"))
+    report = email.message_from_bytes(content, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report", f"{message_id}: not a report"
+    assert f"X-Seq: {seq}\r\n".encode() in content, f"{message_id}: about another message"
+    return str(recipient.mailbox)
+
+
 async def check_after_reopen(spool: Path, claims: Claims) -> int:
     """Reopen as a restart would, and hold the child to its claims."""
-    async with Queue(FilesystemStore(spool), SETTINGS) as queue:
+    # No writer is alive: every partial file may go at once, however young.
+    async with Queue(FilesystemStore(spool, tmp_grace=0.0), SETTINGS) as queue:
         assert os.listdir(spool / "tmp") == [], "a partial write survived recovery"
         assert await queue.quarantined() == []
         present = {entry.id for entry in await queue.store.scan()}
@@ -111,22 +137,42 @@ async def check_after_reopen(spool: Path, claims: Claims) -> int:
         ]
         assert lost == [], f"acknowledged messages lost: {lost}"
         seqs: list[int] = []
+        bounced: set[str] = set()
+        failed: set[str] = set()
         for message_id in sorted(present):
             info = await queue.show(message_id)
             data = bytearray()
             async for chunk in queue.store.body(message_id):
                 data += chunk
-            if info.sender is not None:
+            if is_bounce(info.envelope):
+                bounced.add(check_bounce(message_id, info.envelope, bytes(data)))
+            else:
                 seq = int(data[7 : data.index(b"\r\n")])
                 assert bytes(data) == body_for(seq), f"{message_id}: body changed"
                 seqs.append(seq)
             for i, recipient in enumerate(info.envelope.recipients):
+                if info.state.recipients[i].status is RecipientStatus.FAILED:
+                    failed.add(message_id)
                 if (message_id, str(recipient.mailbox)) in claims.done:
                     status = info.state.recipients[i].status
                     assert status is RecipientStatus.DELIVERED, (
                         f"{message_id} {recipient.mailbox}: was delivered, now {status}"
                     )
         assert len(seqs) == len(set(seqs)), "a message stored twice"
+        # A bounce may be stored twice (a kill between enqueueing it and
+        # saving the state that says it was sent), never zero times.
+        delivered = {
+            mailbox
+            for _, message_id, mailbox in claims.sent
+            if message_id in claims.finished or (message_id, mailbox) in claims.done
+        }
+        owed = {
+            sender
+            for message_id, sender in claims.owes
+            if message_id not in present or message_id in failed
+        }
+        lost_bounces = sorted(owed - bounced - delivered)
+        assert lost_bounces == [], f"bounces lost: {lost_bounces[:5]}"
         return len(present)
 
 
@@ -197,3 +243,4 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, anyio_bac
     assert len(claims.acked) > ROUNDS, f"seed {seed}: too little happened"
     assert claims.done
     assert claims.finished
+    assert claims.owes, f"seed {seed}: no bounce was made"

@@ -120,6 +120,7 @@ async def test_failure_report_fields(spool: Path, clock: FakeClock) -> None:
     human, machine, original = parts(report)
     assert human.get_content_type() == "text/plain"
     assert "<bob@b.example>: failed" in human.get_content()
+    assert "It is attached below." in human.get_content()
     assert "carol" not in human.get_content()
     assert machine.get_content_type() == "message/delivery-status"
     per_message, per_recipient = status_blocks(machine)
@@ -154,8 +155,12 @@ async def test_ret_hdrs_returns_headers_only(spool: Path) -> None:
         await delivery.record(results([("bob@b.example", permanent())]))
         _, report_bytes = await next_report(queue)
     assert b"the body is private" not in report_bytes
-    original = parts(parse(report_bytes))[2]
+    human, _, original = parts(parse(report_bytes))
     assert original.get_content_type() == "text/rfc822-headers"
+    # RFC 3464 2.1: the text says what the third part is.
+    text = human.get_content()
+    assert "header" in text
+    assert "It is attached below" not in text
     text = original.get_payload()
     assert isinstance(text, str)
     assert "Subject: secret" in text
@@ -190,6 +195,18 @@ async def test_notify_never_sends_nothing(spool: Path) -> None:
         delivery = await queue.next_delivery()
         await delivery.record(results([("bob@b.example", permanent())]))
         assert (await queue.statistics()).messages == 0
+
+
+async def test_notify_success_only_sends_no_failure_report(spool: Path) -> None:
+    """RFC 3461 4.1: NOTIFY=SUCCESS alone asks for a report on success only;
+    a permanent failure of that recipient produces no notification."""
+    env = envelope("alice@a.example", recipient("bob@b.example", notify={Notify.SUCCESS}))
+    async with make_queue(spool) as queue:
+        await queue.enqueue(env, message())
+        delivery = await queue.next_delivery()
+        assert await delivery.record(results([("bob@b.example", permanent())])) is None
+        assert (await queue.statistics()).messages == 0
+        assert await queue.try_next_delivery() is None
 
 
 async def test_notify_success_reports_delivery(spool: Path) -> None:
@@ -253,7 +270,7 @@ async def test_delay_notification_once_after_threshold(spool: Path, clock: FakeC
             clock.now = state.next_attempt
         else:
             pytest.fail("no delay notification")
-        # Delayed past 1800 s: attempts at 0, 60, 660, 1260, 1860.
+        # Attempts at 0, 60, 660, 1260, then at 1800, when the notice is due.
         assert delivery.envelope.sender is None
         report = parse(await read_body(delivery))
         await delivery.record({Mailbox("alice", "a.example"): RecipientResult.delivered(OK)})
@@ -285,6 +302,62 @@ async def test_delay_notification_once_after_threshold(spool: Path, clock: FakeC
             ("rfc822; carol@c.example", "failed", "4.4.7"),
         ]
         assert blocks[0]["Diagnostic-Code"] == "smtp; 451 4.7.1 Greylisted, try again later"
+
+
+async def test_delay_notice_is_sent_when_due_not_at_the_next_retry(
+    spool: Path, clock: FakeClock
+) -> None:
+    """RFC 3461 4.1 NOTIFY=DELAY and RFC 3464 2.3.3 "delayed": the notice is
+    due once the message has waited ``delay_warning_after``; the scheduler
+    wakes the message then (an attempt that still fails sends it), instead of
+    waiting for the next retry on the schedule, which for the default one
+    would send a 4-hour notice at about 7.8 hours."""
+    settings = attrs.evolve(SETTINGS, delay_warning_after=100.0)  # retries at 60, 660
+    env = envelope(
+        "alice@a.example",
+        recipient("bob@b.example", notify={Notify.DELAY, Notify.FAILURE}),
+    )
+    async with make_queue(spool, clock, settings) as queue:
+        original = await queue.enqueue(env, message())
+        delivery = await queue.next_delivery()
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        assert state.next_attempt == START + 60.0
+        clock.now = state.next_attempt
+        delivery = await queue.next_delivery()
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        assert state.next_attempt == START + 100.0  # the notice's time, not 660
+        clock.now = state.next_attempt
+        delivery = await queue.next_delivery()
+        assert delivery.id == original
+        state = await delivery.record(results([("bob@b.example", transient())]))
+        assert state is not None
+        # Sent: back on the retry schedule (third failure: the last delay).
+        assert state.next_attempt == START + 100.0 + 600.0
+        env, report_bytes = await next_report(queue)
+        assert env.sender is None
+        blocks = status_blocks(parts(parse(report_bytes))[1])
+        assert blocks[1]["Action"] == "delayed"
+        assert email.utils.parsedate_to_datetime(parse(report_bytes)["Date"]).timestamp() == (
+            START + 100.0
+        )
+
+
+async def test_delay_notice_time_does_not_move_retries_without_notify_delay(
+    spool: Path, clock: FakeClock
+) -> None:
+    """RFC 3461 4.1: a recipient that did not ask for delay notices (and no
+    delay_warning_by_default) keeps the plain retry schedule."""
+    settings = attrs.evolve(SETTINGS, delay_warning_after=100.0)
+    async with make_queue(spool, clock, settings) as queue:
+        await queue.enqueue(envelope(), message())
+        for expected in (60.0, 660.0):
+            delivery = await queue.next_delivery()
+            state = await delivery.record(results([("bob@b.example", transient())]))
+            assert state is not None
+            assert state.next_attempt == START + expected
+            clock.now = state.next_attempt
 
 
 async def test_delay_warning_by_default_setting(spool: Path, clock: FakeClock) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -27,6 +29,8 @@ from support import (
     transient,
 )
 
+import smtp_queue._fs
+import smtp_queue._fsformat
 from smtp_message import Mailbox
 from smtp_queue import (
     Delivery,
@@ -40,7 +44,7 @@ from smtp_queue import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
     from pathlib import Path
 
 pytestmark = pytest.mark.anyio
@@ -380,6 +384,135 @@ async def test_serve_handler_exception_and_timeout_are_transient(spool: Path) ->
         codes = sorted((r.enhanced or "") for r in replies.values() if r is not None)
         assert codes == ["4.3.0", "4.4.7"]
         assert all(not v.leased for v in states.values())
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]]) -> None:
+    with anyio.fail_after(30):
+        while True:
+            if await condition():
+                break
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.parametrize("outcome", ["permanent", "transient"])
+async def test_serve_survives_a_full_disk_when_saving_results(
+    spool: Path,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    outcome: str,
+) -> None:
+    """DESIGN.md: the queue is at-least-once and a failed lease comes back.
+    When the disk is full (ENOSPC) the bounce of a permanent failure (RFC 3461
+    6.2) or the state of a transient one cannot be written: the workers keep
+    running, the message stays queued with its old state, unleased, and is
+    tried again later on the retry schedule, not at once.  A full disk cannot
+    be produced safely here, so the one function that writes file contents
+    fails while ``full`` is set."""
+    full = [True]
+    real_write_all = smtp_queue._fsformat.write_all
+
+    def write_all(fd: int, data: bytes | memoryview) -> None:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_all(fd, data)
+
+    calls: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        calls.append(delivery.id)
+        fail = permanent() if outcome == "permanent" else transient()
+        return {r.mailbox: fail for r in delivery.recipients}
+
+    caplog.set_level(logging.WARNING, "smtp_queue")
+    async with make_queue(spool, clock) as queue:
+        first = await queue.enqueue(envelope(), message("a"))
+        monkeypatch.setattr(smtp_queue._fsformat, "write_all", write_all)
+
+        async def attempted() -> bool:
+            return len(calls) == 1 and not queue.active
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler, workers=2))
+            await wait_for(attempted)
+            info = await queue.show(first)
+            assert info.state.attempts == 0
+            assert not info.leased
+            assert os.listdir(spool / "tmp") == []
+            assert any(
+                first in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
+            )
+            assert await queue.try_next_delivery() is None  # not in a hot loop
+
+            # Room again: the workers are still there, new mail flows at once,
+            # and the first message is tried again when its retry is due.
+            full[0] = False
+            second = await queue.enqueue(envelope(), message("b"))
+
+            async def second_done() -> bool:
+                return second in calls and not queue.active
+
+            await wait_for(second_done)
+            assert calls.count(first) == 1
+            clock.advance(SETTINGS.schedule.delays[0])
+
+            async def retried() -> bool:
+                return calls.count(first) == 2 and not queue.active
+
+            await wait_for(retried)
+            if outcome == "permanent":
+
+                async def bounced() -> bool:
+                    return not (await queue.statistics()).messages
+
+                await wait_for(bounced)  # the bounces too: a null sender
+                assert len(calls) == 5  # first twice, second, two bounces
+            else:
+                assert (await queue.show(first)).state.attempts == 1
+            tg.cancel_scope.cancel()
+
+
+async def test_serve_survives_a_read_error_when_leasing(
+    spool: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error (EIO) reading a message as it is leased does not stop the
+    workers; the message is tried again later (at-least-once, DESIGN.md).  A
+    failing disk cannot be produced safely: reading the file's layout fails
+    once."""
+    failures = [OSError(errno.EIO, "Input/output error")]
+    real_read_layout = smtp_queue._fsformat.read_layout
+
+    def read_layout(fd: int) -> object:
+        if failures:
+            raise failures.pop()
+        return real_read_layout(fd)
+
+    calls: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        calls.append(delivery.id)
+        return {r.mailbox: delivered() for r in delivery.recipients}
+
+    async with make_queue(spool, clock) as queue:
+        message_id = await queue.enqueue(envelope(), message())
+        monkeypatch.setattr(smtp_queue._fs, "read_layout", read_layout)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler, workers=1))
+
+            async def failed() -> bool:
+                return not failures and not queue.active
+
+            await wait_for(failed)
+            assert calls == []
+            assert not (await queue.show(message_id)).leased
+            clock.advance(SETTINGS.schedule.delays[0])
+
+            async def delivered_once() -> bool:
+                return not (await queue.statistics()).messages
+
+            await wait_for(delivered_once)
+            assert calls == [message_id]
+            tg.cancel_scope.cancel()
 
 
 async def test_serve_cancelled_gives_message_back(spool: Path) -> None:

@@ -124,7 +124,10 @@ async def test_message_file_is_framed_and_checksummed(spool: Path) -> None:
 
 async def test_partial_writes_are_removed_on_open(spool: Path) -> None:
     """A kill -9 mid-write leaves a file in tmp/: never a message, and gone on
-    the next start.  A file a live writer still holds (locked) is left alone."""
+    a later start or scan once it is older than ``tmp_grace`` (a younger one
+    may belong to a writer that has not locked it yet).  A file a live writer
+    holds (locked) is left alone at any age.  ``tmp_grace=0`` stands for "an
+    hour later": a file's ctime cannot be set back."""
     store = await opened(spool)
     await store.close()
     dead = spool / "tmp" / ("a" * 28 + ".msg")
@@ -135,9 +138,17 @@ async def test_partial_writes_are_removed_on_open(spool: Path) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         store = await opened(spool)
+        assert dead.exists()  # young: perhaps not locked yet
+        await store.close()
+        store = FilesystemStore(spool, tmp_grace=0.0)
+        await store.open()
         assert not dead.exists()
         assert live.exists()
         assert await store.scan() == []
+        dead.write_bytes(b"SMTPQ/1 10\n{partial")  # a writer died while open
+        assert await store.scan() == []
+        assert not dead.exists()
+        assert live.exists()
         assert await store.quarantined() == []
         await store.close()
     finally:

@@ -99,7 +99,10 @@ class Delivery:
         message's lifetime, transiently failing ones) are bounced to the sender
         as their NOTIFY asks.  Returns the new state, or ``None`` once the
         message has left the queue.  Raises :class:`LeaseLostError` if the lease
-        ended first, :class:`ValueError` for a mailbox that is not pending.
+        ended first, :class:`ValueError` for a mailbox that is not pending.  If
+        the store fails (:class:`OSError`, e.g. a full disk), the error is
+        raised after the lease has ended: the message keeps its previous
+        state and is tried again when this attempt's retry would have been.
         """
         if self._finished:
             raise LeaseLostError(f"the lease on {self.id} has ended")

@@ -34,15 +34,16 @@ _SUBJECTS = {
     Notify.SUCCESS: "Successful Mail Delivery Report",
 }
 _OPENINGS = {
-    Notify.FAILURE: (
-        "Your message could not be delivered to one or more recipients. It is attached below."
-    ),
+    Notify.FAILURE: "Your message could not be delivered to one or more recipients.",
     Notify.DELAY: (
         "Your message has not been delivered yet to one or more recipients. "
         "Nothing needs to be done: delivery will be tried again until {until}."
     ),
     Notify.SUCCESS: "Your message was delivered to the recipients listed below.",
 }
+#: What the text says of the returned content (RFC 3464 2.1, the third part).
+_RETURNED_WHOLE = "It is attached below."
+_RETURNED_HEADERS = "Its header section is attached below; the body is not returned."
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
@@ -167,6 +168,8 @@ def build_report(
     opening = _OPENINGS[kind].format(
         until=_date(will_retry_until) if will_retry_until else "it expires"
     )
+    if kind is Notify.FAILURE and (full or returned):
+        opening += " " + (_RETURNED_WHOLE if full else _RETURNED_HEADERS)
     lines = [f"This is the mail system at {hostname}.", "", opening, ""]
     for entry in entries:
         line = f"<{entry.recipient.mailbox}>: {entry.action}"

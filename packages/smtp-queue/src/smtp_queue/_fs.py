@@ -50,8 +50,10 @@ from ._fsformat import (
     MessageWriter,
     fsync_directory,
     lock_exclusive,
+    lock_lease,
     new_message_id,
     preamble,
+    probe_lock,
     read_layout,
     replace_file,
     trailer,
@@ -87,6 +89,9 @@ _TMP_NAME = re.compile(
 WRITE_BUFFER = 256 * 1024
 _HELD_MODE = 0o700
 _PLAIN_MODE = 0o600
+#: A file in ``tmp/`` changed less than this long ago is never removed as a
+#: dead writer's: its writer may have created it and not locked it yet.
+TMP_GRACE = 3600.0
 
 
 def _ns(timestamp: float) -> int:
@@ -111,10 +116,17 @@ class FilesystemStore:
 
     ``durable=False`` skips every fsync: for tests and throw-away spools only,
     since it voids the guarantee that an acknowledged message survives a crash.
+
+    ``tmp_grace`` is how long (seconds) a partial file in ``tmp/`` is left
+    alone after its last change even when no writer holds its lock: a writer
+    creates a file and only then locks it, so a younger one may be live.
+    Older, unlocked ones were left by a writer that died; they are removed
+    when a store opens and at every :meth:`scan`.
     """
 
     directory: Path = attrs.field(converter=Path)
     durable: bool = True
+    tmp_grace: float = TMP_GRACE
     _token: str = attrs.field(init=False, factory=lambda: secrets.token_hex(4))
     _syncs: dict[str, DirSync] = attrs.field(init=False, factory=dict)
     _leases: dict[int, _FsLease] = attrs.field(init=False, factory=dict)
@@ -214,12 +226,18 @@ class FilesystemStore:
             self._remove_orphan_state(name)
 
     def _clean_tmp(self) -> None:
+        # The ctime, not the mtime: writers set the mtime to scheduling
+        # hints (arrival, next attempt), while the ctime is when the file
+        # last changed, which nobody can set.
+        young = time.time() - self.tmp_grace
         for entry in _scandir(self._path("tmp", "")):
             path = entry.path
             if not (_TMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)):
                 self._quarantine([("tmp", entry.name)], "not a temporary file name")
                 continue
             try:
+                if entry.stat(follow_symlinks=False).st_ctime > young:
+                    continue
                 fd = os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
@@ -324,15 +342,25 @@ class FilesystemStore:
     ) -> None:
         if writer is None:
             writer = self._begin(message_id)
+        path = self._path("msg", message_id)
         try:
             writer.write(data)
             writer.finish(_ns(arrival))
-            os.rename(writer.path, self._path("msg", message_id))
+            os.rename(writer.path, path)
         except BaseException:
             writer.abort()
             raise
         try:
             self._syncs["msg"].sync()
+        except BaseException:
+            # Not durable, so not acknowledged: the caller answers 4xx and the
+            # client sends the message again, so take this copy back (best
+            # effort) or it would be delivered twice.  It is still locked:
+            # nobody has leased it.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                self._syncs["msg"].sync()
+            raise
         finally:
             # Closing unlocks: until the rename is durable, nobody can lease it.
             writer.close()
@@ -346,6 +374,9 @@ class FilesystemStore:
         return await anyio.to_thread.run_sync(self._scan_sync)
 
     def _scan_sync(self) -> list[ScanEntry]:
+        # A partial file of a writer that died after this store opened is
+        # old enough to go by a later scan (the scheduler rescans regularly).
+        self._clean_tmp()
         # Only three numbers per state file are kept, and each is dropped as
         # its message is reached: the scan's own memory stays small.
         states: dict[str, tuple[int, int, int]] = {}
@@ -420,7 +451,7 @@ class FilesystemStore:
         except FileNotFoundError:
             raise MessageNotFoundError(message_id) from None
         try:
-            if not lock_exclusive(fd, wait=False):
+            if not lock_lease(fd):
                 os.close(fd)
                 return None
             if os.fstat(fd).st_nlink == 0:
@@ -440,7 +471,11 @@ class FilesystemStore:
                 await anyio.to_thread.run_sync(self._hint, lease.message_id)
 
     async def is_leased(self, message_id: str) -> bool:
-        """Whether a flock is held on the message file."""
+        """Whether a lease (an exclusive flock) is held on the message file.
+
+        Only looks (:func:`probe_lock`): a worker leasing the message at the
+        same moment still gets it.
+        """
         self._check_open()
         self._check_id(message_id)
         return await anyio.to_thread.run_sync(self._is_leased_sync, message_id)
@@ -451,7 +486,7 @@ class FilesystemStore:
         except FileNotFoundError:
             raise MessageNotFoundError(message_id) from None
         try:
-            return not lock_exclusive(fd, wait=False)
+            return probe_lock(fd)
         finally:
             os.close(fd)
 

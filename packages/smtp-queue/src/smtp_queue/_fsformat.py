@@ -21,21 +21,21 @@ import os
 import re
 import secrets
 import threading
-from typing import TYPE_CHECKING
+import time
 
 import attrs
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
 __all__ = [
     "MAX_HEADER",
+    "PROBE_PATIENCE",
     "TRAILER_LENGTH",
     "DirSync",
     "MessageLayout",
     "MessageWriter",
     "lock_exclusive",
+    "lock_lease",
     "new_message_id",
+    "probe_lock",
     "read_layout",
     "trailer",
 ]
@@ -54,9 +54,18 @@ _PREAMBLE_MAX = len(b"SMTPQ/1 ") + 9 + 1
 _TRAILER = re.compile(rb"\nSMTPQ/1 END ([0-9a-f]{16}) ([0-9a-f]{8})\n")
 TRAILER_LENGTH = len(b"\nSMTPQ/1 END ") + 16 + 1 + 8 + 1
 
-# fdatasync is enough: what must survive is the data and the size; the mtime
-# and mode bits carry only scheduling hints (the JSON state is authoritative).
-_datasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+#: How long a lease attempt keeps trying while only a probe (a shared lock,
+#: :func:`probe_lock`) is in its way.  A probe holds its lock for two system
+#: calls; this is a bound for a prober descheduled in between, not a wait.
+PROBE_PATIENCE = 1.0
+_PROBE_PAUSE = 0.001
+
+
+def _datasync(fd: int) -> None:
+    # fdatasync is enough: what must survive is the data and the size; the
+    # mtime and mode bits carry only scheduling hints (the JSON state is
+    # authoritative).  Looked up at each call, so a test can watch it.
+    getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def new_message_id(arrival: float) -> str:
@@ -133,12 +142,50 @@ def lock_exclusive(fd: int, *, wait: bool) -> bool:
     exclude each other within a process too, and the kernel drops them when
     the process dies: a SIGKILLed worker's lease ends by itself.
     """
+    if not wait:
+        return _try_flock(fd, fcntl.LOCK_EX)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return True
+
+
+def _try_flock(fd: int, operation: int) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False
         raise
+    return True
+
+
+def probe_lock(fd: int) -> bool:
+    """Whether another open file description holds an exclusive ``flock``.
+
+    It only looks: it asks for a *shared* lock, which it holds, if nobody has
+    the exclusive one, until ``fd`` is closed.  No portable call reports an
+    ``flock`` without taking one (``fcntl``'s ``F_GETLK`` sees only POSIX
+    record locks), so instead :func:`lock_lease` knows a shared holder for a
+    probe and waits it out.
+    """
+    return not _try_flock(fd, fcntl.LOCK_SH)
+
+
+def lock_lease(fd: int, *, patience: float = PROBE_PATIENCE) -> bool:
+    """Take the exclusive ``flock`` of a lease, without waiting for a holder.
+
+    ``False`` if another lease (an exclusive lock) holds the file.  A lease
+    is never exclusive-locked by anything else, so when only a shared lock is
+    in the way it is a :func:`probe_lock` that is about to let go: try again
+    for up to ``patience`` seconds rather than give up on the message.
+    """
+    deadline = time.monotonic() + patience
+    while not lock_exclusive(fd, wait=False):
+        if not _try_flock(fd, fcntl.LOCK_SH):
+            return False  # an exclusive lock: somebody's lease
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_PROBE_PAUSE)
     return True
 
 
@@ -160,7 +207,16 @@ class MessageWriter:
 
     def __attrs_post_init__(self) -> None:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        lock_exclusive(self.fd, wait=False)
+        # The file is new and its name unique: only a cleaner that took it
+        # for a dead writer's could hold the lock, and it removes the file.
+        # Cleaners leave young files alone (``tmp_grace``), so this is a
+        # guard, not a path that is expected to run.
+        if not lock_exclusive(self.fd, wait=False):
+            os.close(self.fd)
+            self.fd = -1
+            raise BlockingIOError(
+                errno.EAGAIN, "a temporary file was taken by a cleaner", self.path
+            )
 
     def write(self, data: bytes | memoryview) -> None:
         """Append to the file."""

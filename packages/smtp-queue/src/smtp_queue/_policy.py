@@ -21,7 +21,7 @@ from ._model import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._model import Envelope
+    from ._model import Envelope, RecipientState
     from ._settings import QueueSettings
 
 __all__ = ["NO_RESULT", "Notice", "apply_results", "wants"]
@@ -55,6 +55,25 @@ def wants(recipient: Recipient, kind: Notify, settings: QueueSettings) -> bool:
             return settings.delay_warning_by_default
         return False
     return kind in notify
+
+
+def _delay_notice_due(
+    envelope: Envelope,
+    recipients: list[RecipientState],
+    arrival: float,
+    settings: QueueSettings,
+) -> float | None:
+    """When a pending recipient's delay notice is due, if one is still owed."""
+    if settings.delay_warning_after is None or envelope.sender is None:
+        return None
+    for recipient, state in zip(envelope.recipients, recipients, strict=True):
+        if (
+            not state.is_final
+            and Notify.DELAY not in state.notified
+            and wants(recipient, Notify.DELAY, settings)
+        ):
+            return arrival + settings.delay_warning_after
+    return None
 
 
 def _status(reply: Reply) -> str:
@@ -141,10 +160,14 @@ def apply_results(
         held=state.held,
     )
     if not new_state.done:
-        new_state = attrs.evolve(
-            new_state,
-            next_attempt=schedule.next_attempt(
-                now=now, arrival=arrival, failures=attempts, spread=spread
-            ),
+        next_attempt = schedule.next_attempt(
+            now=now, arrival=arrival, failures=attempts, spread=spread
         )
+        notice_due = _delay_notice_due(envelope, recipients, arrival, settings)
+        if notice_due is not None:
+            # Wake the message when its delay notice is due, not at the next
+            # retry (hours later with the default schedule): that attempt
+            # sends the notice if it fails too.
+            next_attempt = min(next_attempt, max(now, notice_due))
+        new_state = attrs.evolve(new_state, next_attempt=next_attempt)
     return new_state, [Notice(kind, tuple(entries)) for kind, entries in notices.items() if entries]

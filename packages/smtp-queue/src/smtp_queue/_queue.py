@@ -15,7 +15,7 @@ from smtp_message import Notify, Reply, Ret
 
 from ._delivery import HANDLER_FAILED, Delivery
 from ._dsn import build_report, header_block
-from ._errors import CorruptMessageError, LeaseLostError, MessageNotFoundError
+from ._errors import CorruptMessageError, LeaseLostError, MessageNotFoundError, QueueError
 from ._fs import FilesystemStore
 from ._model import MessageInfo, QueueStatistics, RecipientResult
 from ._policy import apply_results
@@ -261,10 +261,21 @@ class Queue:
                 with anyio.move_on_after(wait):
                     await event.wait()
 
+    def _retry_later(self, message_id: str, failures: int) -> None:
+        # After a storage error, on the retry schedule: a disk that is full
+        # now is likely full in a second too.
+        self._schedule(
+            message_id, self.clock() + self.settings.schedule.delay(failures, self.random())
+        )
+
     async def _claim(self, message_id: str) -> Delivery | None:
         try:
             lease = await self.store.lease(message_id)
         except MessageNotFoundError:
+            return None
+        except OSError:
+            logger.exception("cannot lease %s; trying it again later", message_id)
+            self._retry_later(message_id, 1)
             return None
         if lease is None:
             # Another process is delivering it; its result will be logged as a
@@ -293,6 +304,9 @@ class Queue:
                 return delivery
         except (MessageNotFoundError, CorruptMessageError):
             pass
+        except OSError:
+            logger.exception("cannot read %s; trying it again later", message_id)
+            self._retry_later(message_id, 1)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.store.release(lease)
@@ -331,6 +345,7 @@ class Queue:
             return attrs.evolve(new_state, held=current.held)
 
         final: MessageState | None = None
+        saved = False
         try:
             with anyio.CancelScope(shield=True):
                 # Notifications first: a crash before the state is saved sends
@@ -338,11 +353,18 @@ class Queue:
                 for notice in notices:
                     await self._send_notice(stored, notice, now)
                 final = await self.store.update(stored.id, merge)
+            saved = True
         except MessageNotFoundError:
             logger.info("message %s was removed during its delivery", stored.id)
+            saved = True
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish(delivery)
+            if not saved:
+                # The store failed (a full disk): the message keeps the state
+                # it had, and is tried again when this attempt's retry would
+                # have been, not at once.
+                self._retry_later(stored.id, delivery.attempt)
         if final is not None and not final.held:
             self._schedule(stored.id, final.next_attempt)
         return final
@@ -401,7 +423,10 @@ class Queue:
         which returns a result per recipient (``smtp_client``'s results,
         converted).  A handler that raises, or takes longer than
         ``settings.lease_duration``, counts as a transient failure of every
-        pending recipient; on cancellation the message is given back.
+        pending recipient; on cancellation the message is given back.  A
+        storage error (a full disk) while leasing or saving a result is
+        logged with the message id and the workers go on; the message stays
+        queued and is tried again later.
         """
         if workers < 1:
             raise ValueError("at least one worker")
@@ -437,13 +462,26 @@ class Queue:
         if failure is not None:
             results = {r.mailbox: RecipientResult.transient(failure) for r in delivery.recipients}
         try:
+            await self._save(delivery, results)
+        except (ValueError, TypeError):
+            logger.exception("delivery handler gave bad results for %s", delivery.id)
+            await self._save(
+                delivery,
+                {r.mailbox: RecipientResult.transient(HANDLER_FAILED) for r in delivery.recipients},
+            )
+
+    async def _save(self, delivery: Delivery, results: Mapping[Mailbox, RecipientResult]) -> None:
+        # A storage error must not end the worker, and with it serve() and
+        # every other worker: the message is still queued (its lease ended,
+        # its retry is scheduled), so log it and carry on.
+        try:
             await delivery.record(results)
         except LeaseLostError:
             logger.warning("lease on %s lost before its result was saved", delivery.id)
-        except (ValueError, TypeError):
-            logger.exception("delivery handler gave bad results for %s", delivery.id)
-            await delivery.record(
-                {r.mailbox: RecipientResult.transient(HANDLER_FAILED) for r in delivery.recipients}
+        except (OSError, QueueError):
+            logger.exception(
+                "cannot save the result of delivering %s; it stays queued and is tried again",
+                delivery.id,
             )
 
     # -- operations ------------------------------------------------------------

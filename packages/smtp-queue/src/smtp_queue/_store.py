@@ -151,7 +151,12 @@ class Store(Protocol):
         """End a lease (idempotent)."""
 
     async def is_leased(self, message_id: str) -> bool:
-        """Whether anybody holds the lease on the message right now."""
+        """Whether anybody holds the lease on the message right now.
+
+        It only looks: a :meth:`lease` taken at the same moment, in any
+        process, must still succeed (an operator's ``show`` never delays a
+        delivery).
+        """
 
     async def load(self, message_id: str) -> StoredMessage:
         """Read a message's envelope and state.
