@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -143,6 +143,10 @@ def _to_mechanisms(value: Iterable[str]) -> tuple[str, ...]:
 
 def _upper_keywords(value: Iterable[str]) -> frozenset[str]:
     return frozenset(v.upper() for v in value)
+
+
+#: What a session has before EHLO/LHLO, or after HELO (checked per command).
+_NO_EXTENSIONS: Final = Extensions()
 
 
 @attrs.frozen
@@ -421,7 +425,7 @@ class ServerConnection:
         base = self.settings.max_line_length
         if self.state is ServerState.AUTH:
             return max(base, MAX_AUTH_LINE)
-        head = bytes(self._buffer.data[:5]).upper()
+        head = self._buffer.data[:5].upper()
         if head == b"MAIL ":
             return base + MAIL_LINE_ALLOWANCE
         if head == b"RCPT ":
@@ -609,7 +613,7 @@ class ServerConnection:
 
     def _extensions(self) -> Extensions:
         if not isinstance(self.hello, (Ehlo, Lhlo)):
-            return Extensions()
+            return _NO_EXTENSIONS
         return self.settings.extensions(
             tls_active=self.tls_active, authenticated=self.auth_identity is not None
         )
