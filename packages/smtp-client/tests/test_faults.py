@@ -468,6 +468,48 @@ async def test_send_each_stage_waits_for_its_own_timeout(stall: str, setting: st
     assert anyio.current_time() - started < 10
 
 
+
+async def test_send_body_to_a_server_that_stops_reading_times_out_on_data_block() -> None:
+    """RFC 5321 4.5.3.2.5: the data block timeout bounds each write of the
+    body.  The server answers 354 and then reads nothing more: once the
+    socket buffers (a few MiB on loopback) are full the client's write
+    cannot complete, and only data_block is short."""
+    stopped = anyio.Event()
+
+    async def stop_reading_after_354(peer: Peer) -> None:
+        await peer.send(b"220 mx.test ESMTP\r\n")
+        while (line := await peer.line()) is not None:
+            verb = line.split(b" ", 1)[0].upper()
+            if verb == b"EHLO":
+                await peer.send(b"250-mx.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                await peer.send(b"354 Go ahead\r\n")
+                stopped.set()
+                await anyio.sleep_forever()
+            else:
+                await peer.send(b"250 2.0.0 OK\r\n")
+
+    slow = dict.fromkeys(
+        ("connect", "greeting", "command", "mail", "rcpt", "data_init", "data_end"), 30.0
+    )
+    timeouts = Timeouts(**slow, data_block=0.3)
+    # 64 MiB: far more than loopback's send and receive buffers together.
+    body = b"Subject: big\r\n\r\n" + (b"x" * 1022 + b"\r\n") * (64 * 1024)
+    started = anyio.current_time()
+    async with (
+        scripted_server(stop_reading_after_354) as server,
+        Client(helo="client.test", timeouts=timeouts) as client,
+    ):
+        result = await client.send(plain(server.port), envelope("a@x.test"), body)
+    assert stopped.is_set()
+    (r,) = result.recipients
+    assert r.status is Status.TRANSIENT
+    assert r.reply.enhanced == "4.4.2"
+    assert "within 0.3 s" in r.reply.text
+    assert anyio.current_time() - started < 10
+    # The server read less than the body: the write really was stuck.
+    assert len(server.peers[0].received) < len(body)
+
 # -- Host names ------------------------------------------------------------------
 
 
