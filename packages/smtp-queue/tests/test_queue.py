@@ -515,6 +515,47 @@ async def test_serve_survives_a_read_error_when_leasing(
             tg.cancel_scope.cancel()
 
 
+async def test_serve_survives_a_read_error_when_polling_the_spool(
+    spool: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An I/O error (EIO) while a waiting worker polls the spool for other
+    processes' changes is logged and the workers go on: mail enqueued after
+    it is still delivered.  A failing disk cannot be produced safely: the
+    store's poll fails twice."""
+    failures = [OSError(errno.EIO, "Input/output error") for _ in range(2)]
+    real_poll = smtp_queue._fs.FilesystemStore.poll_changes
+
+    async def poll_changes(self: smtp_queue._fs.FilesystemStore) -> list[str] | None:
+        if failures:
+            raise failures.pop()
+        return await real_poll(self)
+
+    calls: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        calls.append(delivery.id)
+        return {r.mailbox: delivered() for r in delivery.recipients}
+
+    async with make_queue(spool) as queue:
+        monkeypatch.setattr(smtp_queue._fs.FilesystemStore, "poll_changes", poll_changes)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler, workers=2))
+
+            async def polls_failed() -> bool:
+                return not failures
+
+            await wait_for(polls_failed)
+            message_id = await queue.enqueue(envelope(), message())
+
+            async def delivered_once() -> bool:
+                return not (await queue.statistics()).messages
+
+            await wait_for(delivered_once)
+            assert calls == [message_id]
+            tg.cancel_scope.cancel()
+    assert "cannot read the spool for changes" in caplog.text
+
+
 async def test_serve_cancelled_gives_message_back(spool: Path) -> None:
     """Shutdown mid-delivery: the lease is released, no attempt recorded."""
     started = anyio.Event()

@@ -215,11 +215,20 @@ class Queue:
         self._maintaining = True
         try:
             self._last_poll = now
-            changed = await self.store.poll_changes()
-            if changed is None or now - self._last_scan >= self.settings.rescan_interval:
-                await self._rescan()
-            elif changed:
-                await self._refresh(changed)
+            try:
+                changed = await self.store.poll_changes()
+                if changed is None or now - self._last_scan >= self.settings.rescan_interval:
+                    await self._rescan()
+                elif changed:
+                    await self._refresh(changed)
+            except (OSError, QueueError):
+                # A disk error reading the spool (EIO, a lost directory)
+                # must not end the waiting workers, and serve() with them:
+                # what is scheduled still runs; the next poll tries again.
+                logger.exception(
+                    "cannot read the spool for changes; trying again in %g s",
+                    self.settings.poll_interval,
+                )
             for delivery in list(self._active.values()):
                 if anyio.current_time() > delivery.deadline + LEASE_GRACE:
                     logger.warning("lease on %s expired; taking it back", delivery.id)
@@ -426,7 +435,8 @@ class Queue:
         pending recipient; on cancellation the message is given back.  A
         storage error (a full disk) while leasing or saving a result is
         logged with the message id and the workers go on; the message stays
-        queued and is tried again later.
+        queued and is tried again later.  One while polling the spool for
+        other processes' changes is logged, and the next poll tries again.
         """
         if workers < 1:
             raise ValueError("at least one worker")
