@@ -468,7 +468,6 @@ async def test_send_each_stage_waits_for_its_own_timeout(stall: str, setting: st
     assert anyio.current_time() - started < 10
 
 
-
 async def test_send_body_to_a_server_that_stops_reading_times_out_on_data_block() -> None:
     """RFC 5321 4.5.3.2.5: the data block timeout bounds each write of the
     body.  The server answers 354 and then reads nothing more: once the
@@ -509,6 +508,7 @@ async def test_send_body_to_a_server_that_stops_reading_times_out_on_data_block(
     assert anyio.current_time() - started < 10
     # The server read less than the body: the write really was stuck.
     assert len(server.peers[0].received) < len(body)
+
 
 # -- Host names ------------------------------------------------------------------
 
