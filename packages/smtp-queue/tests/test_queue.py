@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -405,8 +405,9 @@ async def test_serve_survives_a_full_disk_when_saving_results(
     """DESIGN.md: the queue is at-least-once and a failed lease comes back.
     When the disk is full (ENOSPC) the bounce of a permanent failure (RFC 3461
     6.2) or the state of a transient one cannot be written: the workers keep
-    running, the message stays queued with its old state, unleased, and is
-    tried again later on the retry schedule, not at once.  A full disk cannot
+    running, the message stays queued with its old state, and is tried again
+    later on the retry schedule, not at once (the queue keeps its lease till
+    then, so no other process sharing the spool tries it sooner).  A full disk cannot
     be produced safely here, so the one function that writes file contents
     fails while ``full`` is set."""
     full = [True]
@@ -437,7 +438,7 @@ async def test_serve_survives_a_full_disk_when_saving_results(
             await wait_for(attempted)
             info = await queue.show(first)
             assert info.state.attempts == 0
-            assert not info.leased
+            assert info.leased  # parked until its retry time
             assert os.listdir(spool / "tmp") == []
             assert any(
                 first in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR
@@ -504,7 +505,7 @@ async def test_serve_survives_a_read_error_when_leasing(
 
             await wait_for(failed)
             assert calls == []
-            assert not (await queue.show(message_id)).leased
+            assert (await queue.show(message_id)).leased  # parked until its retry
             clock.advance(SETTINGS.schedule.delays[0])
 
             async def delivered_once() -> bool:
@@ -554,6 +555,113 @@ async def test_serve_survives_a_read_error_when_polling_the_spool(
             assert calls == [message_id]
             tg.cancel_scope.cancel()
     assert "cannot read the spool for changes" in caplog.text
+
+
+async def test_unsaved_result_is_not_redelivered_before_its_retry_by_any_process(
+    spool: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At-least-once (DESIGN.md), but not in a loop: when the result of an
+    attempt cannot be saved (EIO on the state file) the stored state still says
+    "due", and neither a rescan of this queue nor a second process on the same
+    spool may deliver the message again before its retry time (RFC 5321
+    4.5.4.1: retries are spaced).  A failing disk cannot be produced safely:
+    the store's state update fails while ``failing`` is set."""
+    failing = [True]
+    real_update = smtp_queue._fs.FilesystemStore._update_sync
+
+    def update(self: smtp_queue._fs.FilesystemStore, message_id: str, change: Any) -> Any:
+        if failing[0]:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_update(self, message_id, change)
+
+    calls: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        calls.append(delivery.id)
+        return {r.mailbox: delivered() for r in delivery.recipients}
+
+    settings = attrs.evolve(SETTINGS, rescan_interval=0.1)
+    async with (
+        make_queue(spool, clock, settings) as a,
+        make_queue(spool, clock, settings) as b,
+    ):
+        message_id = await a.enqueue(envelope(), message())
+        monkeypatch.setattr(smtp_queue._fs.FilesystemStore, "_update_sync", update)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: a.serve(handler, workers=2))
+            tg.start_soon(lambda: b.serve(handler, workers=2))
+
+            async def attempted() -> bool:
+                return bool(calls) and not a.active and not b.active
+
+            await wait_for(attempted)
+            # Many polls and rescans of both queues, with the clock frozen.
+            await anyio.sleep(1.0)
+            assert calls == [message_id]
+            assert (await a.show(message_id)).state.attempts == 0
+
+            # The disk recovers; at the retry time the message goes again,
+            # once, and this time its result is saved.
+            failing[0] = False
+            clock.advance(SETTINGS.schedule.delays[0])
+
+            async def gone() -> bool:
+                return not (await a.statistics()).messages
+
+            await wait_for(gone)
+            assert calls == [message_id, message_id]
+            tg.cancel_scope.cancel()
+
+
+async def test_bounce_of_a_message_near_the_size_limit_is_still_sent(spool: Path) -> None:
+    """RFC 3464 / RFC 3461 6.2: the report of a failed message returns it whole
+    (RET=FULL by default), so it is larger than the message.  It must not be
+    held to max_message_size, or it fails on every attempt and the sender
+    never hears."""
+    settings = attrs.evolve(SETTINGS, max_message_size=3000)
+    async with make_queue(spool, settings=settings) as queue:
+        original = await queue.enqueue(envelope(), message(body="x" * 2000 + "\r\n"))
+        delivery = await queue.next_delivery()
+        assert delivery.id == original
+        await delivery.record({r.mailbox: permanent() for r in delivery.recipients})
+        bounce = await queue.next_delivery()
+        assert bounce.id != original
+        assert bounce.envelope.sender is None
+        assert bounce.size > 3000
+        await bounce.release()
+
+
+async def test_handler_returning_no_mapping_is_a_transient_failure(
+    spool: Path, clock: FakeClock
+) -> None:
+    """A handler that returns something other than a mapping of results (a
+    bug in it) counts as a failed attempt of every pending recipient (451
+    4.3.0, RFC 3463 X.3.0) and the workers go on."""
+    calls: list[str] = []
+
+    async def handler(delivery: Delivery) -> Mapping[Mailbox, RecipientResult]:
+        calls.append(delivery.id)
+        return None  # type: ignore[return-value]
+
+    async with make_queue(spool, clock) as queue:
+        first = await queue.enqueue(envelope(), message("a"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: queue.serve(handler))
+
+            async def attempted() -> bool:
+                return (await queue.show(first)).state.attempts == 1
+
+            await wait_for(attempted)
+            (r,) = (await queue.show(first)).state.recipients
+            assert r.last_reply is not None
+            assert (r.last_reply.code, r.last_reply.enhanced) == (451, "4.3.0")
+            second = await queue.enqueue(envelope(), message("b"))
+
+            async def still_serving() -> bool:
+                return second in calls
+
+            await wait_for(still_serving)
+            tg.cancel_scope.cancel()
 
 
 async def test_serve_cancelled_gives_message_back(spool: Path) -> None:

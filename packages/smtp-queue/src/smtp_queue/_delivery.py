@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Self
 
 import anyio
@@ -13,7 +14,6 @@ from ._errors import LeaseLostError
 from ._model import RecipientResult
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from types import TracebackType
 
     from smtp_message import Mailbox
@@ -101,11 +101,16 @@ class Delivery:
         message has left the queue.  Raises :class:`LeaseLostError` if the lease
         ended first, :class:`ValueError` for a mailbox that is not pending.  If
         the store fails (:class:`OSError`, e.g. a full disk), the error is
-        raised after the lease has ended: the message keeps its previous
-        state and is tried again when this attempt's retry would have been.
+        raised after the delivery has ended: the message keeps its previous
+        state and is tried again when this attempt's retry would have been;
+        till then the queue keeps its lease, so that no other process
+        sharing the store tries it sooner.  :class:`TypeError` if
+        ``results`` is not a mapping.
         """
         if self._finished:
             raise LeaseLostError(f"the lease on {self.id} has ended")
+        if not isinstance(results, Mapping):
+            raise TypeError(f"results must be a mapping, not {type(results).__name__}")
         pending = set(self._stored.state.pending())
         indexed: dict[int, RecipientResult] = {}
         for mailbox, result in results.items():

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from ._model import Envelope, MessageState
     from ._policy import Notice
-    from ._store import QuarantineEntry, Store, StoredMessage
+    from ._store import Lease, QuarantineEntry, Store, StoredMessage
 
 __all__ = ["Handler", "Queue"]
 
@@ -45,6 +45,8 @@ logger = logging.getLogger("smtp_queue")
 ATTEMPT_TIMED_OUT = Reply(451, "4.4.7", "Delivery attempt timed out")
 #: A lease is taken back this long after its deadline if its holder is silent.
 LEASE_GRACE = 60.0
+#: At most this many leases kept open after failed saves (each an open file).
+MAX_PARKED = 1024
 #: How much of a header section is returned at most (RET=HDRS, or a message
 #: too large to return whole).
 MAX_RETURNED_HEADERS = 256 * 1024
@@ -81,6 +83,9 @@ class Queue:
     _due: dict[str, float] = attrs.field(init=False, factory=dict)
     _heap: list[tuple[float, str]] = attrs.field(init=False, factory=list)
     _active: dict[str, Delivery] = attrs.field(init=False, factory=dict)
+    #: Messages whose last attempt could not be saved (or that could not be
+    #: read): not before this time, and the lease kept till then if any.
+    _parked: dict[str, tuple[Lease | None, float]] = attrs.field(init=False, factory=dict)
     _wakeup: anyio.Event | None = attrs.field(init=False, default=None)
     _is_open: bool = attrs.field(init=False, default=False)
     _maintaining: bool = attrs.field(init=False, default=False)
@@ -115,6 +120,8 @@ class Queue:
         with anyio.CancelScope(shield=True):
             for delivery in list(self._active.values()):
                 await self._finish(delivery)
+            for message_id in list(self._parked):
+                await self._unpark(message_id)
             await self.store.close()
         self._notify()
 
@@ -142,11 +149,14 @@ class Queue:
         was enqueued.
         """
         self._check_open()
+        return await self._enqueue(envelope, body, self.settings.max_message_size)
+
+    async def _enqueue(
+        self, envelope: Envelope, body: AsyncIterable[bytes] | bytes, max_size: int | None
+    ) -> str:
         chunks = _one_chunk(bytes(body)) if isinstance(body, bytes | bytearray) else body
         arrival = self.clock()
-        message_id = await self.store.add(
-            envelope, chunks, arrival=arrival, max_size=self.settings.max_message_size
-        )
+        message_id = await self.store.add(envelope, chunks, arrival=arrival, max_size=max_size)
         self._schedule(message_id, arrival)
         return message_id
 
@@ -160,6 +170,7 @@ class Queue:
     def _schedule(self, message_id: str, due: float) -> None:
         if not self._is_open or message_id in self._active:
             return
+        due = self._not_before(message_id, due)
         self._due[message_id] = due
         heapq.heappush(self._heap, (due, message_id))
         if len(self._heap) > 2 * len(self._due) + 1024:
@@ -170,6 +181,36 @@ class Queue:
 
     def _unschedule(self, message_id: str) -> None:
         self._due.pop(message_id, None)
+
+    def _not_before(self, message_id: str, due: float) -> float:
+        parked = self._parked.get(message_id)
+        return due if parked is None else max(due, parked[1])
+
+    async def _park(self, message_id: str, lease: Lease | None, failures: int) -> None:
+        """After a storage error, try ``message_id`` again on the retry schedule.
+
+        The stored state still says the message is due (its new state is what
+        could not be saved), so the later time is kept here, where a rescan or
+        another process's change cannot undo it; and the lease is kept until
+        then, so that no other process sharing the store delivers it again at
+        once.  A disk that is full now is likely full in a second too.
+        """
+        if lease is not None and sum(1 for held, _ in self._parked.values() if held) >= MAX_PARKED:
+            # Bounded: each parked lease is an open file.  Past the bound only
+            # this process waits; another may try the message sooner.
+            await self.store.release(lease)
+            lease = None
+        old = self._parked.pop(message_id, None)
+        if old is not None and old[0] is not None and lease is None:
+            lease = old[0]
+        until = self.clock() + self.settings.schedule.delay(failures, self.random())
+        self._parked[message_id] = (lease, until)
+        self._schedule(message_id, until)
+
+    async def _unpark(self, message_id: str) -> None:
+        parked = self._parked.pop(message_id, None)
+        if parked is not None and parked[0] is not None:
+            await self.store.release(parked[0])
 
     def _pop_due(self) -> str | None:
         now = self.clock()
@@ -190,7 +231,11 @@ class Queue:
 
     async def _rescan(self) -> None:
         entries = await self.store.scan()
-        self._due = {e.id: e.due for e in entries if e.due is not None and e.id not in self._active}
+        self._due = {
+            e.id: self._not_before(e.id, e.due)
+            for e in entries
+            if e.due is not None and e.id not in self._active
+        }
         self._heap = [(due, message_id) for message_id, due in self._due.items()]
         heapq.heapify(self._heap)
         self._last_scan = self._last_poll = anyio.current_time()
@@ -270,22 +315,20 @@ class Queue:
                 with anyio.move_on_after(wait):
                     await event.wait()
 
-    def _retry_later(self, message_id: str, failures: int) -> None:
-        # After a storage error, on the retry schedule: a disk that is full
-        # now is likely full in a second too.
-        self._schedule(
-            message_id, self.clock() + self.settings.schedule.delay(failures, self.random())
-        )
-
     async def _claim(self, message_id: str) -> Delivery | None:
-        try:
-            lease = await self.store.lease(message_id)
-        except MessageNotFoundError:
-            return None
-        except OSError:
-            logger.exception("cannot lease %s; trying it again later", message_id)
-            self._retry_later(message_id, 1)
-            return None
+        parked = self._parked.pop(message_id, None)
+        lease: Lease | None
+        if parked is not None and parked[0] is not None:
+            lease = parked[0]  # still ours since the failed attempt
+        else:
+            try:
+                lease = await self.store.lease(message_id)
+            except MessageNotFoundError:
+                return None
+            except OSError:
+                logger.exception("cannot lease %s; trying it again later", message_id)
+                await self._park(message_id, None, 1)
+                return None
         if lease is None:
             # Another process is delivering it; its result will be logged as a
             # change, and in any case look again later.
@@ -315,7 +358,8 @@ class Queue:
             pass
         except OSError:
             logger.exception("cannot read %s; trying it again later", message_id)
-            self._retry_later(message_id, 1)
+            await self._park(message_id, lease, 1)
+            return None
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.store.release(lease)
@@ -323,13 +367,17 @@ class Queue:
         await self.store.release(lease)
         return None
 
-    async def _finish(self, delivery: Delivery) -> None:
+    async def _finish(self, delivery: Delivery, *, park_after: int | None = None) -> None:
+        """End the delivery; with ``park_after`` (failed attempts), park it."""
         if delivery._finished:
             return
         await delivery._close()
         if self._active.get(delivery.id) is delivery:
             del self._active[delivery.id]
-        await self.store.release(delivery._lease)
+        if park_after is None:
+            await self.store.release(delivery._lease)
+        else:
+            await self._park(delivery.id, delivery._lease, park_after)
 
     async def _record(
         self, delivery: Delivery, results: Mapping[int, RecipientResult]
@@ -368,12 +416,10 @@ class Queue:
             saved = True
         finally:
             with anyio.CancelScope(shield=True):
-                await self._finish(delivery)
-            if not saved:
-                # The store failed (a full disk): the message keeps the state
-                # it had, and is tried again when this attempt's retry would
-                # have been, not at once.
-                self._retry_later(stored.id, delivery.attempt)
+                # If the store failed (a full disk), the message keeps the
+                # state it had and is parked: tried again when this attempt's
+                # retry would have been, not at once, by this process.
+                await self._finish(delivery, park_after=None if saved else delivery.attempt)
         if final is not None and not final.held:
             self._schedule(stored.id, final.next_attempt)
         return final
@@ -402,7 +448,10 @@ class Queue:
             full=full,
             will_retry_until=schedule.expires(stored.arrival),
         )
-        report_id = await self.enqueue(report_envelope, content)
+        # Not held to max_message_size: the report of a message near that
+        # limit, returned whole, is over it, and would fail the same way on
+        # every attempt.  Its size is bounded by return_limit instead.
+        report_id = await self._enqueue(report_envelope, content, None)
         logger.info("%s notification %s for %s", notice.kind.value.lower(), report_id, stored.id)
 
     async def _read_original(self, message_id: str, full: bool) -> bytes:
@@ -473,7 +522,10 @@ class Queue:
             results = {r.mailbox: RecipientResult.transient(failure) for r in delivery.recipients}
         try:
             await self._save(delivery, results)
-        except (ValueError, TypeError):
+        except Exception:
+            # Results that are not a mapping of pending recipients to
+            # RecipientResult (ValueError, TypeError), or a failure of our own:
+            # never the end of serve() and every other worker.
             logger.exception("delivery handler gave bad results for %s", delivery.id)
             await self._save(
                 delivery,
@@ -533,6 +585,8 @@ class Queue:
         """Make a message due now (``postqueue -i``).  A held one stays held."""
         self._check_open()
         now = self.clock()
+        # An operator's retry overrides a wait after a storage error.
+        await self._unpark(message_id)
         state = await self.store.update(
             message_id,
             lambda s: attrs.evolve(s, next_attempt=min(now, s.next_attempt)),
@@ -576,6 +630,7 @@ class Queue:
         self._check_open()
         await self.store.update(message_id, lambda s: None)
         self._unschedule(message_id)
+        await self._unpark(message_id)
 
     async def statistics(self) -> QueueStatistics:
         """Counts over the whole store (every process's messages)."""
