@@ -155,3 +155,60 @@ def test_dirsync_error_reaches_caller_and_next_caller_retries(
         sync.sync()
     sync.sync()
     sync.close()
+
+
+def test_dirsync_failed_group_fsync_fails_every_caller_it_covered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The durability contract (DESIGN.md; issue 4): enqueue returns only once
+    the directory is fsynced.  When the one fsync shared by a group of callers
+    fails (EIO), every caller of that group gets the error, not only the one
+    that ran it: on Linux a second fsync after a failed one may return 0 with
+    the entries lost, so none of them may be acknowledged."""
+    started = threading.Event()
+    proceed = threading.Event()
+    calls: list[int] = []
+    real_fsync = os.fsync
+
+    def fake_fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            started.set()
+            assert proceed.wait(30)
+            real_fsync(fd)
+        elif len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        else:
+            real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fake_fsync)
+    sync = DirSync(str(tmp_path), durable=True)
+    outcomes: dict[str, str] = {}
+
+    def caller(name: str) -> None:
+        try:
+            sync.sync()
+        except OSError as exc:
+            outcomes[name] = f"error {exc.errno}"
+        else:
+            outcomes[name] = "ok"
+
+    first = threading.Thread(target=caller, args=("first",))
+    first.start()
+    assert started.wait(30)
+    late = [threading.Thread(target=caller, args=(f"late{i}",)) for i in range(4)]
+    for thread in late:
+        thread.start()
+    for _ in range(3000):  # every late caller waits for the next fsync
+        if sync._requested == 5:
+            break
+        threading.Event().wait(0.01)
+    assert sync._requested == 5
+    proceed.set()
+    for thread in [first, *late]:
+        thread.join(30)
+    assert outcomes == {"first": "ok", **{f"late{i}": "error 5" for i in range(4)}}
+    assert len(calls) == 2  # the failed batch was not silently synced again
+    sync.sync()  # a later caller syncs anew
+    assert len(calls) == 3
+    sync.close()

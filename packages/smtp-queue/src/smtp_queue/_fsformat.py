@@ -254,6 +254,10 @@ def fsync_directory(path: str) -> None:
         os.close(fd)
 
 
+#: Failed group fsyncs remembered (their waiters wake at once to read them).
+MAX_SYNC_FAILURES = 64
+
+
 class DirSync:
     """Group commit of a directory's fsync.
 
@@ -271,33 +275,55 @@ class DirSync:
         self._requested = 0
         self._completed = 0
         self._running = False
+        #: Recent failed fsyncs: (first ticket, last ticket, error).  Every
+        #: caller of such a batch is told, not only the one that ran it: on
+        #: Linux a second fsync after a failed one may well succeed without
+        #: the lost entries ever reaching the disk.
+        self._failures: list[tuple[int, int, OSError]] = []
+
+    def _failure(self, ticket: int) -> OSError | None:
+        for first, last, error in self._failures:
+            if first <= ticket <= last:
+                return error
+        return None
 
     def sync(self) -> None:
-        """Make every rename and unlink done so far in the directory durable."""
+        """Make every rename and unlink done so far in the directory durable.
+
+        Raises :class:`OSError` if the fsync that covered this caller's
+        changes failed, whoever ran it.
+        """
         if not self._durable:
             return
         with self._cond:
             self._requested += 1
             ticket = self._requested
             while self._completed < ticket:
+                if (error := self._failure(ticket)) is not None:
+                    break
                 if self._running:
                     self._cond.wait()
                     continue
                 # Become the one who syncs, for everybody who asked so far.
                 self._running = True
-                target = self._requested
+                first, target = self._completed + 1, self._requested
                 self._cond.release()
                 try:
                     os.fsync(self._fd)
-                except BaseException:
+                except BaseException as exc:
                     self._cond.acquire()
                     self._running = False
+                    if isinstance(exc, OSError):
+                        self._failures = [*self._failures[-(MAX_SYNC_FAILURES - 1) :]]
+                        self._failures.append((first, target, exc))
                     self._cond.notify_all()
                     raise
                 self._cond.acquire()
                 self._running = False
                 self._completed = max(self._completed, target)
                 self._cond.notify_all()
+            if (error := self._failure(ticket)) is not None:
+                raise OSError(error.errno, f"directory fsync failed: {error.strerror}") from error
 
     def close(self) -> None:
         """Close the directory."""
