@@ -164,7 +164,8 @@ def test_dirsync_failed_group_fsync_fails_every_caller_it_covered(
     the directory is fsynced.  When the one fsync shared by a group of callers
     fails (EIO), every caller of that group gets the error, not only the one
     that ran it: on Linux a second fsync after a failed one may return 0 with
-    the entries lost, so none of them may be acknowledged."""
+    the entries lost, so none of them may be acknowledged.  A failing disk
+    cannot be produced safely here: ``os.fsync`` fails on its second call."""
     started = threading.Event()
     proceed = threading.Event()
     calls: list[int] = []

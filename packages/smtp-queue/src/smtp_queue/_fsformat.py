@@ -299,7 +299,7 @@ class DirSync:
             self._requested += 1
             ticket = self._requested
             while self._completed < ticket:
-                if (error := self._failure(ticket)) is not None:
+                if self._failure(ticket) is not None:
                     break
                 if self._running:
                     self._cond.wait()
@@ -314,8 +314,8 @@ class DirSync:
                     self._cond.acquire()
                     self._running = False
                     if isinstance(exc, OSError):
-                        self._failures = [*self._failures[-(MAX_SYNC_FAILURES - 1) :]]
                         self._failures.append((first, target, exc))
+                        del self._failures[:-MAX_SYNC_FAILURES]
                     self._cond.notify_all()
                     raise
                 self._cond.acquire()

@@ -200,9 +200,8 @@ class Queue:
             # this process waits; another may try the message sooner.
             await self.store.release(lease)
             lease = None
-        old = self._parked.pop(message_id, None)
-        if old is not None and old[0] is not None and lease is None:
-            lease = old[0]
+        # _claim took any earlier parking of this message before the attempt.
+        assert message_id not in self._parked
         until = self.clock() + self.settings.schedule.delay(failures, self.random())
         self._parked[message_id] = (lease, until)
         self._schedule(message_id, until)
@@ -524,8 +523,8 @@ class Queue:
             await self._save(delivery, results)
         except Exception:
             # Results that are not a mapping of pending recipients to
-            # RecipientResult (ValueError, TypeError), or a failure of our own:
-            # never the end of serve() and every other worker.
+            # RecipientResult (ValueError, TypeError), or another failure of
+            # record(): the attempt counts as the handler's failure.
             logger.exception("delivery handler gave bad results for %s", delivery.id)
             await self._save(
                 delivery,
