@@ -25,6 +25,7 @@ import anyio.lowlevel
 import sniffio
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
+from smtp_transport import AsyncioSocketStream
 
 from smtp_message import (
     NEED_DATA,
@@ -78,6 +79,8 @@ RECEIVE_SIZE: Final = 65536
 MAX_QUEUED_REPLIES: Final = 16 * 1024
 #: The longest AUTH failure delay, however many failures came before.
 MAX_AUTH_DELAY: Final = 30.0
+#: How long a closing session waits for the client to close its side.
+MAX_LINGER: Final = 2.0
 
 _T = TypeVar("_T")
 
@@ -96,6 +99,13 @@ _AUTH_TEMPORARY_FAILURE = Reply(454, "4.7.0", "Temporary authentication failure"
 _NOT_AUTHORIZED = Reply(535, "5.7.8", "Not authorized to act as that identity")
 _SERVICE_NOT_AVAILABLE = Reply(421, "4.3.0", "Service not available, try again later")
 _HOOK_FAILED: Final = object()
+#: Handed to the session task by the inline path: nothing to dispatch, look
+#: at the session's state again (closed, shutting down, replies to flush).
+_WAKE: Final = object()
+
+#: Whether sessions on asyncio's plain sockets answer what needs no hook
+#: inline (see :meth:`_Driver._feed`).  Tests turn it off to compare.
+INLINE = True
 
 
 class _Close(Exception):
@@ -243,6 +253,15 @@ class _Driver:
         self.idle = False
         #: Set by :func:`serve` when the server is shutting down.
         self.stopping = False
+        # The inline path: while the task waits on ``waiter``, ``_feed``
+        # answers what arrives, in the event loop's callback.
+        self.waiter: asyncio.Future[object] | None = None
+        self.inline_deadline = math.inf
+        self.inline_timer: asyncio.TimerHandle | None = None
+        #: Recipients the message being read inline is answered for (LMTP:
+        #: one reply each), or None between messages.
+        self.inline_body: int | None = None
+        self.inline_first = False
 
     # -- I/O ----------------------------------------------------------------
 
@@ -260,12 +279,16 @@ class _Driver:
             # and the client never misses a reply it is owed.
             del self.out[: len(data)]
 
-    async def next_event(self) -> Any:
+    async def next_event(self, *, inline: bool = False) -> Any:
         """The next event from the client, reading as needed.
 
         Callers bound the wait (:meth:`expect`, or a scope): the deadline
         covers the whole event (a complete command line, say), so a client
         trickling one octet at a time cannot hold a session forever.
+
+        With ``inline`` (the main loop's wait for a command), what can be
+        answered without a hook may be answered inline, and the result is
+        then the first event that needs the task, or :data:`_WAKE`.
         """
         conn = self.conn
         while True:
@@ -277,6 +300,14 @@ class _Driver:
             event = conn.next_event()
             if event is NEED_DATA:
                 await self.flush()
+                if inline and INLINE:
+                    stream = self.receive_stream
+                    if (
+                        type(stream) is AsyncioSocketStream
+                        and stream is self.send_stream
+                        and stream.feed_to(self._feed)
+                    ):
+                        return await self._inline_wait(stream)
                 try:
                     data = await self.receive_stream.receive(RECEIVE_SIZE)
                 except anyio.EndOfStream:
@@ -361,6 +392,233 @@ class _Driver:
         )
         raise TimeoutError
 
+    # -- The inline path ------------------------------------------------------
+    #
+    # On asyncio's plain sockets, waking the session task for every read is
+    # most of what a short session costs.  While the task waits for a
+    # command, ``_feed`` runs in the transport's data_received callback
+    # instead: it feeds the connection and answers every event that needs
+    # no hook (the hook is not overridden) exactly as the task would, and
+    # wakes the task only for one that does (or for QUIT, STARTTLS, AUTH,
+    # the end of the connection, a timeout).  The task path stays the one
+    # for trio, TLS, PROXY and other streams, and for every hook.
+
+    async def _inline_wait(self, stream: AsyncioSocketStream) -> object:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[object] = loop.create_future()
+        self.waiter = waiter
+        # The inline path keeps its own deadline (one timer, moved lazily):
+        # the session's scope must not expire while commands keep coming.
+        timeout = self._command_timeout()
+        self.expect(None)
+        self._inline_deadline(self.now() + timeout)
+        try:
+            result = await waiter
+        finally:
+            self._end_inline(stream)
+        # Whatever the task does next is under the session's deadline again.
+        self.expect(self._command_timeout())
+        return result
+
+    def _end_inline(self, stream: AsyncioSocketStream) -> None:
+        self.waiter = None
+        stream.feed_to(None)
+        if self.inline_timer is not None:
+            self.inline_timer.cancel()
+            self.inline_timer = None
+
+    def _hand_over(self, result: object = None, exc: Exception | None = None) -> None:
+        """Wake the task with ``result`` (or ``exc``); data is buffered again."""
+        waiter = self.waiter
+        assert waiter is not None
+        stream = self.receive_stream
+        assert isinstance(stream, AsyncioSocketStream)
+        self._end_inline(stream)
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(result)
+
+    def _inline_deadline(self, deadline: float) -> None:
+        """Move the inline deadline; the timer only when it must fire sooner.
+
+        A later deadline is found when the timer fires, which then waits
+        again: one timer per timeout period, not one per command.
+        """
+        self.inline_deadline = deadline
+        timer = self.inline_timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self.inline_timer = loop.call_at(deadline, self._inline_expired)
+
+    def _inline_expired(self) -> None:
+        self.inline_timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if self.now() < self.inline_deadline:
+            self._inline_deadline(self.inline_deadline)
+            return
+        self._hand_over(exc=TimeoutError())
+
+    def _feed(self, data: bytes) -> None:
+        """The transport's data_received, while the task waits (inline)."""
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            # The task was cancelled and has not run yet: keep the data.
+            self.conn.receive_data(data)
+            return
+        try:
+            self.conn.receive_data(data)
+            result = self._inline_events()
+        except Exception as exc:  # noqa: BLE001 - handed to the task, which logs it
+            # A bug of ours: the task reports it (the client gets a 421).
+            self._hand_over(exc=exc)
+            return
+        if result is not None:
+            self._hand_over(result)
+
+    def _inline_events(self) -> object:
+        """Answer events until one needs the task (returned) or more data (None)."""
+        conn = self.conn
+        progressed = False
+        while True:
+            if len(self.out) > MAX_QUEUED_REPLIES and not self._write_inline():
+                return _WAKE  # the client must read: the task waits for it
+            try:
+                event: object = conn.next_event()
+                if event is NEED_DATA:
+                    if progressed:
+                        self._inline_deadline(self.now() + self._inline_timeout())
+                    if self.out and not self._write_inline():
+                        return _WAKE
+                    return None
+                progressed = True
+                if self.inline_body is not None:
+                    event = self._inline_body_event(event)
+                    if event is None:
+                        continue
+            except MessageRejectedError as exc:
+                assert exc.reply is not None
+                if self.inline_body is None:
+                    raise  # only bodies are rejected
+                count, self.inline_body = self.inline_body, None
+                logger.info("session %s: message aborted: rejected: %s", self.session.id, exc.reply)
+                for _ in range(count):
+                    self.reply(exc.reply)
+                progressed = True
+                continue
+            except RemoteProtocolError as exc:
+                assert exc.reply is not None
+                self.reply_error(exc.reply)
+                if self.inline_body is not None and (
+                    conn.transaction is None or conn.state is ServerState.CLOSED
+                ):
+                    # A failed BDAT chunk ends the transaction (RFC 3030 2).
+                    self.inline_body = None
+                    logger.info(
+                        "session %s: message aborted: chunk refused: %s",
+                        self.session.id,
+                        exc.reply,
+                    )
+                if conn.state is ServerState.CLOSED:
+                    return _WAKE
+                progressed = True
+                continue
+            if not self._inline_command(event):
+                return event
+            if conn.state is ServerState.CLOSED:
+                return _WAKE
+            if conn.transaction is None:
+                if self.stopping:
+                    return _WAKE  # the main loop says goodbye
+                self.idle = True
+            else:
+                self.idle = False
+
+    def _inline_timeout(self) -> float:
+        if self.inline_body is None:
+            return self._command_timeout()
+        t = self.timeouts
+        return t.data_initiation if self.inline_first else t.data_block
+
+    def _write_inline(self) -> bool:
+        stream = self.send_stream
+        assert isinstance(stream, AsyncioSocketStream)
+        data = bytes(self.out)
+        del self.out[:]
+        return stream.write_nowait(data)
+
+    def _inline_body_event(self, event: object) -> object:
+        """Handle ``event`` of a body no hook reads; ``None`` if it was."""
+        self.inline_first = False
+        if isinstance(event, BodyChunk):
+            return None
+        conn = self.conn
+        if isinstance(event, EndOfData):
+            count, self.inline_body = self.inline_body, None
+            assert count is not None
+            for _ in range(count):
+                if conn.state is ServerState.CLOSED:
+                    break
+                self.reply(replies.MESSAGE_ACCEPTED)
+            self.session.messages += 1
+            self.junk = 0
+            return None
+        if isinstance(event, (EndOfChunk, Noop, Help, Vrfy)):
+            self.reply(conn.default_reply(event))
+            return None
+        if isinstance(event, Bdat):
+            return None
+        self.inline_body = None
+        if isinstance(event, ConnectionClosed):
+            logger.info("session %s: message aborted: connection lost", self.session.id)
+            self.end = "connection lost"
+        else:
+            # RSET, HELO/EHLO or QUIT between BDAT chunks end the message;
+            # the command itself is answered as usual.
+            name = type(event).__name__.upper()
+            logger.info("session %s: message aborted: aborted by %s", self.session.id, name)
+        return event
+
+    def _inline_command(self, event: object) -> bool:
+        """Answer ``event`` if no hook is needed; ``False`` if the task must."""
+        overridden = self.overridden
+        conn = self.conn
+        if isinstance(event, MailFrom):
+            if "on_mail" in overridden:
+                return False
+            self.reply(replies.SENDER_OK)
+        elif isinstance(event, RcptTo):
+            if "on_rcpt" in overridden:
+                return False
+            self.reply(replies.RECIPIENT_OK)
+            self.recipients += 1
+        elif isinstance(event, (Data, Bdat)):
+            if "on_message" in overridden:
+                return False
+            transaction = conn.transaction
+            assert transaction is not None
+            if isinstance(event, Data):
+                self.reply(replies.START_MAIL_INPUT)
+            self.inline_body = len(transaction.recipients) if self.session.lmtp else 1
+            self.inline_first = True
+        elif isinstance(event, (Helo, Ehlo, Lhlo)):
+            if "on_hello" in overridden:
+                return False
+            reply = conn.ehlo_reply(event)
+            self.reply(reply)
+            if reply.is_positive:
+                self.session.hello = event
+        elif isinstance(event, (Rset, Noop, Help, Vrfy, Expn)):
+            self._junk(event)
+        else:
+            return False  # QUIT, STARTTLS, AUTH, the end of the connection
+        return True
+
     # -- The session ----------------------------------------------------------
 
     async def run(self) -> None:
@@ -409,6 +667,9 @@ class _Driver:
             with anyio.move_on_after(self.timeouts.close, shield=True):
                 with contextlib.suppress(TimeoutError, *_GONE):
                     await self.flush()
+                    if self.end != "cancelled":  # not when stopped at once
+                        with anyio.move_on_after(MAX_LINGER):
+                            await self._linger()
         for stream in {
             id(self.send_stream): self.send_stream,
             id(self.receive_stream): self.receive_stream,
@@ -442,6 +703,25 @@ class _Driver:
             time.time() - s.started,
             self.end,
         )
+
+    async def _linger(self) -> None:
+        """Half-close, then discard what the client still sends until it closes.
+
+        Closing a socket with input unread makes the kernel reset the
+        connection, and a reset can destroy replies the client has not read
+        yet: the ``421`` that says why the session ends.  The caller bounds
+        this by :data:`MAX_LINGER` (and the ``close`` timeout).  After QUIT too: a client may have
+        pipelined more behind it, and a polite one closes at once anyway.
+        """
+        stream = self.send_stream
+        if isinstance(stream, TLSStream) or not isinstance(stream, anyio.abc.ByteStream):
+            return  # anyio's TLS streams cannot half-close, nor can send-only ones
+        try:
+            await stream.send_eof()
+        except NotImplementedError:  # nor can some other streams
+            return
+        while True:
+            await self.receive_stream.receive(RECEIVE_SIZE)  # EndOfStream ends it
 
     async def _run(self) -> None:
         settings = self.settings
@@ -488,6 +768,8 @@ class _Driver:
                     assert exc.reply is not None
                     self.reply_error(exc.reply)
                     continue
+            if event is _WAKE:
+                continue
             if event is PAUSED:
                 raise AssertionError("paused outside STARTTLS")  # pragma: no cover
             await self._dispatch(event)
@@ -499,7 +781,7 @@ class _Driver:
         # next wait is quick, and hooks clear it (they have their own).
         self.expect(self._command_timeout())
         try:
-            return await self.next_event()
+            return await self.next_event(inline=True)
         finally:
             self.idle = False
 
@@ -534,16 +816,19 @@ class _Driver:
             self.end = "quit"
             self.reply(conn.default_reply(event))
         elif isinstance(event, (Rset, Noop, Help, Vrfy, Expn)):
-            self.junk += 1
-            if self.junk > self.settings.max_junk_commands:
-                # A client that keeps the session (and its slot) without
-                # sending mail; RFC 5321 4.5.3.2 lets a server give up.
-                self.end = "too many junk commands"
-                self.reply(replies.TOO_MANY_ERRORS)
-            else:
-                self.reply(conn.default_reply(event))
+            self._junk(event)
         else:  # pragma: no cover - every event type is handled above
             raise AssertionError(f"unexpected event {event!r}")
+
+    def _junk(self, event: Rset | Noop | Help | Vrfy | Expn) -> None:
+        self.junk += 1
+        if self.junk > self.settings.max_junk_commands:
+            # A client that keeps the session (and its slot) without
+            # sending mail; RFC 5321 4.5.3.2 lets a server give up.
+            self.end = "too many junk commands"
+            self.reply(replies.TOO_MANY_ERRORS)
+        else:
+            self.reply(self.conn.default_reply(event))
 
     async def _on_hello(self, command: Helo | Ehlo | Lhlo) -> None:
         result = await self.call_hook("on_hello", self.hooks.on_hello, command)

@@ -65,6 +65,9 @@ class StreamProtocol(asyncio.Protocol):
         self.write_waiter: asyncio.Future[None] | None = None
         self.reading_paused = False
         self.writing_paused = False
+        #: Set by :meth:`AsyncioSocketStream.feed_to`: takes arriving data
+        #: at once, in the event loop's callback, instead of the buffer.
+        self.consumer: Callable[[bytes], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though not necessarily an asyncio.Transport
@@ -73,6 +76,10 @@ class StreamProtocol(asyncio.Protocol):
         self.transport = stream_transport
 
     def data_received(self, data: bytes) -> None:
+        consumer = self.consumer
+        if consumer is not None:
+            consumer(data)
+            return
         self.chunks.append(data)
         self.buffered += len(data)
         if self.buffered > HIGH_WATER and not self.reading_paused:
@@ -84,6 +91,7 @@ class StreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
+        self._end_consumer()
         # Keep the transport open: a peer that half-closes after its last
         # command still reads our replies (returning False would close the
         # socket and drop them).  Our side closes when it is done.
@@ -93,6 +101,7 @@ class StreamProtocol(asyncio.Protocol):
         self.eof = True
         self.exception = exc
         self._wake_reader()
+        self._end_consumer()
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -105,6 +114,12 @@ class StreamProtocol(asyncio.Protocol):
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _end_consumer(self) -> None:
+        # The consumer hears the end as an empty read, like receive() would.
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer(b"")
 
     def _wake_reader(self) -> None:
         waiter, self.read_waiter = self.read_waiter, None
@@ -167,6 +182,38 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 p.write_waiter = None
         if p.exception is not None:
             raise anyio.BrokenResourceError from p.exception
+
+    def feed_to(self, consumer: Callable[[bytes], None] | None) -> bool:
+        """Hand what arrives from now on to ``consumer``, synchronously.
+
+        ``consumer`` is called from the event loop's callback (not from a
+        task) with each piece of data as it arrives, and once with ``b""``
+        at the end of the stream; it must not block, and must not raise.
+        ``None`` restores buffering for :meth:`receive`.  Returns ``False``
+        (and changes nothing) if data or the end is already buffered: read
+        it with :meth:`receive` first.  This is how a protocol that can
+        answer most input at once avoids waking a task for each read.
+        """
+        p = self._protocol
+        if consumer is not None and (p.chunks or p.eof or self._closed):
+            return False
+        p.consumer = consumer
+        return True
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write ``data`` without waiting; ``False`` once the peer must catch up.
+
+        ``False`` means the transport's buffer is over its high-water mark
+        (the data is still queued): stop writing and ``await send(b"")``,
+        which waits until it drains, before writing more.
+        """
+        p = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if p.exception is not None or self._transport.is_closing():
+            raise anyio.BrokenResourceError from p.exception
+        self._transport.write(data)
+        return not p.writing_paused
 
     async def send_eof(self) -> None:
         """Shut down the sending direction."""

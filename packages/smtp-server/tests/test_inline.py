@@ -1,0 +1,283 @@
+"""The inline path: on asyncio's plain sockets, what needs no hook is
+answered in the transport's callback, without waking the session task.
+
+It must answer exactly as the task path does (which trio, TLS and every
+overridden hook use): the property test below sends the same hostile
+scripts to asyncio with the inline path, to asyncio without it, and to
+trio, and requires the same octets back from all three.  The other tests
+cover what a transcript cannot show: the timeouts the inline path keeps
+itself, shutdown, and a client that does not read its replies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from serverkit import serving, settings, timeouts, wait_for
+
+from smtp_server import Hooks, _session
+
+if TYPE_CHECKING:
+    from smtp_server import Settings
+    from smtp_testkit.clients import RawClient
+
+#: Lines and pieces a script is made of: valid and invalid commands,
+#: bodies with dot-stuffing and bare line endings, BDAT chunks, oversized
+#: lines, NUL and 8-bit octets.
+PIECES = [
+    b"EHLO client.example\r\n",
+    b"HELO client.example\r\n",
+    b"LHLO client.example\r\n",
+    b"MAIL FROM:<a@example.com>\r\n",
+    b"MAIL FROM:<> SIZE=50\r\n",
+    b"MAIL FROM:<a@example.com> SIZE=100000\r\n",
+    b"MAIL FROM:<a\rb@example.com>\r\n",
+    b"RCPT TO:<b@example.net>\r\n",
+    b"RCPT TO:<c@example.net> NOTIFY=NEVER\r\n",
+    b"RCPT TO:<b\x00@example.net>\r\n",
+    b"RCPT TO:<d@example.net>\r\n" * 60,
+    b"DATA\r\n",
+    b"Subject: x\r\n\r\nbody\r\n",
+    b"..stuffed\r\n",
+    b".\r\n",
+    b"x" * 300 + b"\r\n",
+    b"bare\nLF\r\n",
+    b"bare\rCR\r\n",
+    b"BDAT 5\r\nhello",
+    b"BDAT 3 LAST\r\nabc",
+    b"BDAT 0 LAST\r\n",
+    b"BDAT 400\r\n" + b"y" * 400,
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"VRFY someone\r\n",
+    b"EXPN list\r\n",
+    b"HELP\r\n",
+    b"BOGUS command\r\n",
+    b"\xff\xfe\r\n",
+    b"NOOP " + b"z" * 1100 + b"\r\n",
+    b"\r\n",
+    b"AUTH PLAIN\r\n",
+    b"QUIT\r\n",
+]
+
+
+def _config(lmtp: bool) -> Settings:
+    # Small limits, so that scripts reach them: size, recipients, errors,
+    # junk commands.
+    return settings(
+        lmtp=lmtp,
+        max_message_size=200,
+        max_recipients=100,
+        max_errors=6,
+        max_junk_commands=8,
+    )
+
+
+async def _transcript(script: list[bytes], lmtp: bool) -> bytes:
+    """Everything the server says to ``script`` (sent in its pieces)."""
+    async with serving(Hooks(), _config(lmtp)) as srv:
+        client = await srv.connect(greeting=False)
+        try:
+            for piece in script:
+                await client.send(piece)
+            await client.stream.send_eof()
+        except (anyio.BrokenResourceError, OSError):
+            pass  # the server closed first (421, QUIT): what it said counts
+        return await client.read_until_closed()
+
+
+def _three_ways(script: list[bytes], lmtp: bool) -> tuple[bytes, bytes, bytes]:
+    inline = anyio.run(_transcript, script, lmtp, backend="asyncio")
+    _session.INLINE = False
+    try:
+        task = anyio.run(_transcript, script, lmtp, backend="asyncio")
+    finally:
+        _session.INLINE = True
+    trio = anyio.run(_transcript, script, lmtp, backend="trio")
+    return inline, task, trio
+
+
+@hypothesis_settings(max_examples=60)
+@given(script=st.lists(st.sampled_from(PIECES), max_size=25), lmtp=st.booleans())
+def test_inline_answers_exactly_as_the_task_path(script: list[bytes], lmtp: bool) -> None:
+    """RFC 5321 4.1 and 4.3.2, RFC 2920, RFC 3030, RFC 2033 4.2: for any
+    sequence of commands, bodies and garbage, the inline path's replies are
+    the task path's, octet for octet (asyncio inline, asyncio task, trio)."""
+    inline, task, trio = _three_ways(script, lmtp)
+    assert inline == task == trio
+    assert inline.startswith(b"220 ")
+
+
+@pytest.fixture
+def feeds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the inline path's callbacks, to show a test went through it."""
+    calls = [0]
+    original = _session._Driver._feed
+
+    def counting(self: _session._Driver, data: bytes) -> None:
+        calls[0] += 1
+        original(self, data)
+
+    monkeypatch.setattr(_session._Driver, "_feed", counting)
+    return calls
+
+
+def test_a_pipelined_session_is_answered_inline(feeds: list[int]) -> None:
+    """RFC 2920 3.1: a whole pipelined session (two messages by DATA, one
+    by BDAT) gets every reply, in order, and on asyncio the inline path
+    answered it."""
+    script = [
+        b"EHLO client.example\r\n",
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+        b"Subject: 1\r\n\r\n..one\r\n.\r\n",
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n",
+        b"Subject: 2\r\n\r\ntwo\r\n.\r\n",
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 4 LAST\r\nabcd",
+        b"QUIT\r\n",
+    ]
+    inline, task, trio = _three_ways(script, lmtp=False)
+    assert inline == task == trio
+    codes = [line[:3] for line in inline.split(b"\r\n") if line[3:4] == b" "]
+    assert codes == [
+        b"220", b"250",
+        b"250", b"250", b"354", b"250",
+        b"250", b"250", b"354", b"250",
+        b"250", b"250", b"250",
+        b"221",
+    ]  # fmt: skip
+    assert feeds[0] > 0
+
+
+def test_an_lmtp_message_gets_one_reply_per_recipient_inline(feeds: list[int]) -> None:
+    """RFC 2033 4.2: after the body, one reply per accepted recipient, from
+    the inline path as from the task path."""
+    script = [
+        b"LHLO client.example\r\n",
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n",
+        b"RCPT TO:<c@example.net>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n",
+    ]
+    inline, task, trio = _three_ways(script, lmtp=True)
+    assert inline == task == trio
+    assert inline.count(b"250 2.0.0 ") == 2
+    assert feeds[0] > 0
+
+
+#: A timeout short enough to wait for; the others stay long.
+SHORT = 0.3
+
+
+async def _expect_timeout(client: RawClient, *, within: float = 5.0) -> None:
+    with anyio.fail_after(within):
+        reply = await client.read_reply(wait=within)
+    assert (reply.code, reply.enhanced) == (421, "4.4.2"), reply
+    assert await client.read_until_closed() == b""
+
+
+_HELLO = b"EHLO c.example\r\n"
+_MAIL = b"MAIL FROM:<a@example.com>\r\n"
+_RCPT = b"RCPT TO:<b@example.net>\r\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("which", "prelude"),
+    [
+        ("idle", [_HELLO]),
+        ("hello", []),
+        ("command", [_HELLO, _MAIL]),
+        ("data_initiation", [_HELLO, _MAIL, _RCPT, b"DATA\r\n"]),
+        ("data_block", [_HELLO, _MAIL, _RCPT, b"DATA\r\n", b"Subject: x\r\n"]),
+    ],
+)
+async def test_timeouts_without_hooks(which: str, prelude: list[bytes]) -> None:
+    """RFC 5321 4.5.3.2: every wait is bounded with no hook overridden too
+    (on asyncio, by the inline path's own timer): 421 4.4.2, then close."""
+    config = settings(timeouts=timeouts(**{which: SHORT}))
+    async with serving(Hooks(), config) as srv:
+        client = await srv.connect()
+        for line in prelude:
+            await client.send(line)
+            if not line.startswith(b"Subject"):
+                await client.read_reply()
+        started = anyio.current_time()
+        await _expect_timeout(client)
+        assert anyio.current_time() - started >= SHORT * 0.9
+
+
+@pytest.mark.anyio
+async def test_a_trickled_command_line_does_not_extend_the_deadline() -> None:
+    """RFC 5321 4.5.3.2: the timeout bounds the whole command; a client
+    sending one octet at a time, each well within it, still times out."""
+    config = settings(timeouts=timeouts(idle=SHORT))
+    async with serving(Hooks(), config) as srv:
+        client = await srv.hello()
+        with anyio.fail_after(5):
+            for octet in b"NOOP NOOP NOOP NOOP NOOP":
+                try:
+                    await client.send(bytes([octet]))
+                except (anyio.BrokenResourceError, OSError):
+                    break
+                await anyio.sleep(SHORT / 6)
+        reply = await client.read_reply()
+        assert (reply.code, reply.enhanced) == (421, "4.4.2")
+
+
+@pytest.mark.anyio
+async def test_a_stream_of_commands_keeps_the_session_alive() -> None:
+    """RFC 5321 4.5.3.2: the timeout is per command: a session that keeps
+    sending commands, for longer than one timeout in all, goes on."""
+    config = settings(timeouts=timeouts(idle=SHORT), max_junk_commands=1000)
+    async with serving(Hooks(), config) as srv:
+        client = await srv.hello()
+        for _ in range(8):
+            reply = await client.command("NOOP")
+            assert reply.code == 250
+            await anyio.sleep(SHORT / 3)
+        assert (await client.command("QUIT")).code == 221
+
+
+@pytest.mark.anyio
+async def test_shutdown_with_sessions_answered_inline() -> None:
+    """RFC 5321 3.8: on shutdown an idle session gets 421 4.3.2 at once; one
+    in a transaction finishes its message first, then gets it."""
+    config = settings(shutdown_grace=10.0)
+    async with serving(Hooks(), config) as srv:
+        idle = await srv.hello()
+        busy = await srv.hello()
+        await busy.command("MAIL FROM:<a@example.com>")
+        await busy.command("RCPT TO:<b@example.net>")
+        assert (await busy.command("DATA")).code == 354
+        await busy.send("Subject: x\r\n")
+        await wait_for(lambda: srv.server.statistics.active == 2)
+        srv.server.shutdown()
+        reply = await idle.read_reply()
+        assert (reply.code, reply.enhanced) == (421, "4.3.2")
+        await busy.send("\r\nbody\r\n.\r\n")
+        replies = await busy.read_replies(2)
+        assert [(r.code, r.enhanced) for r in replies] == [(250, "2.0.0"), (421, "4.3.2")]
+
+
+@pytest.mark.anyio
+async def test_a_client_that_does_not_read_loses_no_reply() -> None:
+    """RFC 2920 3.1: a client may pipeline many commands; one that reads
+    none of the replies for a while stalls itself, and then gets every
+    one of them, in order (the server stops reading meanwhile)."""
+    count = 3000
+    config = settings(max_junk_commands=count + 10)
+    async with serving(Hooks(), config) as srv:
+        client = await srv.hello()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                # EHLO's reply is long: thousands fill every buffer between.
+                tg.start_soon(client.send, b"EHLO c.example\r\nNOOP\r\n" * count + b"QUIT\r\n")
+                await anyio.sleep(0.5)  # let the buffers fill
+                data = await client.read_until_closed(wait=20)
+        lines = [line for line in data.split(b"\r\n") if line[3:4] == b" "]
+        assert len(lines) == 2 * count + 1
+        assert lines[-1].startswith(b"221 ")
+        assert all(line.startswith(b"250 ") for line in lines[:-1])
