@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from smtp_transport import HIGH_WATER, AsyncioSocketStream, connect_tcp, serve_asyncio
 
@@ -230,3 +231,125 @@ async def test_stream_reports_the_peer_and_closed_states() -> None:
                 await stream.send(b"x")
             await client.aclose()
             tg.cancel_scope.cancel()
+
+
+@asyncio_only
+async def test_feed_to_hands_over_data_synchronously() -> None:
+    """feed_to(): data goes to the consumer as it arrives (then b"" at the
+    end); refused while data is buffered, which receive() must take first."""
+    got: list[bytes] = []
+    done = anyio.Event()
+
+    async def talk(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await stream.send(b"first")
+            await anyio.sleep(0.2)
+            await stream.send(b"second")
+            await stream.send_eof()
+            await done.wait()
+
+    async with serving(talk) as port:
+        stream = await connect_tcp("127.0.0.1", port)
+        async with stream:
+            with anyio.fail_after(5):
+                while not stream._protocol.chunks:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert stream.feed_to(got.append) is False  # "first" is buffered
+            assert await stream.receive() == b"first"
+            assert stream.feed_to(got.append) is True
+
+            with anyio.fail_after(5):
+                while b"" not in got:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert b"".join(got) == b"second"
+            assert got[-1] == b""
+            assert stream.feed_to(got.append) is False  # the end is known
+            done.set()
+
+
+@asyncio_only
+async def test_write_nowait_says_when_the_peer_must_catch_up() -> None:
+    """write_nowait() queues without waiting and returns False once the
+    peer stops reading and the buffers are full; nothing written is lost."""
+    # A peer that reads nothing until told: a listening socket whose
+    # connection is not even accepted (anyio's streams would read ahead).
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    chunk = os.urandom(1 << 16)
+    digest = hashlib.sha256()
+    written = 0
+
+    def read_all() -> tuple[int, str]:
+        conn, _ = server.accept()
+        got = hashlib.sha256()
+        total = 0
+        with conn:
+            while data := conn.recv(1 << 20):
+                got.update(data)
+                total += len(data)
+        return total, got.hexdigest()
+
+    try:
+        stream = await connect_tcp("127.0.0.1", port)
+        with anyio.fail_after(30):
+            while stream.write_nowait(chunk):
+                digest.update(chunk)
+                written += len(chunk)
+                await anyio.lowlevel.checkpoint()  # let the transport write what it can
+            digest.update(chunk)  # queued all the same
+            written += len(chunk)
+            async with anyio.create_task_group() as tg:
+
+                async def drain() -> None:
+                    await stream.send(b"")  # waits until the buffer drains
+                    await stream.send_eof()
+
+                tg.start_soon(drain)
+                total, seen = await anyio.to_thread.run_sync(read_all)
+            await stream.aclose()
+    finally:
+        server.close()
+    assert (total, seen) == (written, digest.hexdigest())
+
+
+@asyncio_only
+async def test_linger_close_delivers_the_last_words_to_a_talking_peer() -> None:
+    """linger_close(): a peer still sending when we close gets our last
+    data and a clean end of stream, not a reset; we close when it does."""
+    heard = bytearray()
+
+    async def chatterbox(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            with anyio.move_on_after(0.5):
+                while True:
+                    await stream.send(b"x" * 65536)  # keep our side talking
+                    await anyio.sleep(0.01)
+            async for data in stream:  # then listen, to the end
+                heard.extend(data)
+
+    async with serving(chatterbox) as port:
+        stream = await connect_tcp("127.0.0.1", port)
+        await anyio.sleep(0.1)  # unread input piles up on our side
+        with anyio.fail_after(10):
+            await stream.linger_close(b"421 4.7.0 Too many errors\r\n", 5.0)
+            while not heard.endswith(b"\r\n"):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    assert bytes(heard) == b"421 4.7.0 Too many errors\r\n"
+
+
+@asyncio_only
+async def test_linger_close_gives_up_on_a_peer_that_never_closes() -> None:
+    """linger_close() waits at most its linger time for the peer."""
+    release = anyio.Event()
+
+    async def silent(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await release.wait()
+
+    async with serving(silent) as port:
+        stream = await connect_tcp("127.0.0.1", port)
+        started = anyio.current_time()
+        with anyio.fail_after(5):
+            await stream.linger_close(b"bye\r\n", 0.3)
+        assert 0.25 <= anyio.current_time() - started < 3
+        release.set()

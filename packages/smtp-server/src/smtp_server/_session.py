@@ -661,6 +661,48 @@ class _Driver:
             self.out += self.conn.send(reply)
 
     async def _close(self) -> None:
+        try:
+            stream = self.send_stream
+            if (
+                type(stream) is AsyncioSocketStream
+                and stream is self.receive_stream
+                and self.end != "cancelled"
+            ):
+                # The common end on asyncio: no cancel scopes (nothing there
+                # waits beyond its own timer), which were much of the cost
+                # of a short session.
+                data = b"" if self.gone else bytes(self.out)
+                del self.out[:]
+                await stream.linger_close(data, min(MAX_LINGER, self.timeouts.close))
+            else:
+                await self._close_streams()
+        finally:
+            # Cancelled while closing (a forced stop): the hook still runs.
+            await self._closed()
+
+    async def _closed(self) -> None:
+        if "on_disconnect" in self.overridden:
+            with anyio.move_on_after(self.timeouts.hook, shield=True):
+                try:
+                    await self.hooks.on_disconnect(self.session)
+                except Exception:
+                    logger.exception("session %s: hook on_disconnect failed", self.session.id)
+        s = self.session
+        logger.info(
+            "session=%s peer=%s tls=%s auth=%s helo=%s messages=%d recipients=%d "
+            "duration=%.3f end=%s",
+            s.id,
+            _address(s.peer),
+            s.tls.version if s.tls else "no",
+            "yes" if s.auth_identity else "no",
+            s.hello.domain if s.hello else "-",
+            s.messages,
+            self.recipients,
+            time.time() - s.started,
+            self.end,
+        )
+
+    async def _close_streams(self) -> None:
         # The last replies get `close` seconds; a client that does not read
         # them (its window full) must not keep the socket open beyond that.
         if not self.gone:
@@ -683,26 +725,6 @@ class _Driver:
                     await stream.aclose()
             if scope.cancelled_caught:
                 await anyio.aclose_forcefully(stream)
-        if "on_disconnect" in self.overridden:
-            with anyio.move_on_after(self.timeouts.hook, shield=True):
-                try:
-                    await self.hooks.on_disconnect(self.session)
-                except Exception:
-                    logger.exception("session %s: hook on_disconnect failed", self.session.id)
-        s = self.session
-        logger.info(
-            "session=%s peer=%s tls=%s auth=%s helo=%s messages=%d recipients=%d "
-            "duration=%.3f end=%s",
-            s.id,
-            _address(s.peer),
-            s.tls.version if s.tls else "no",
-            "yes" if s.auth_identity else "no",
-            s.hello.domain if s.hello else "-",
-            s.messages,
-            self.recipients,
-            time.time() - s.started,
-            self.end,
-        )
 
     async def _linger(self) -> None:
         """Half-close, then discard what the client still sends until it closes.
@@ -710,8 +732,9 @@ class _Driver:
         Closing a socket with input unread makes the kernel reset the
         connection, and a reset can destroy replies the client has not read
         yet: the ``421`` that says why the session ends.  The caller bounds
-        this by :data:`MAX_LINGER` (and the ``close`` timeout).  After QUIT too: a client may have
-        pipelined more behind it, and a polite one closes at once anyway.
+        this by :data:`MAX_LINGER` (and the ``close`` timeout).  After QUIT
+        too: a client may have pipelined more behind it, and a polite one
+        closes at once anyway.
         """
         stream = self.send_stream
         if isinstance(stream, TLSStream) or not isinstance(stream, anyio.abc.ByteStream):

@@ -68,6 +68,8 @@ class StreamProtocol(asyncio.Protocol):
         #: Set by :meth:`AsyncioSocketStream.feed_to`: takes arriving data
         #: at once, in the event loop's callback, instead of the buffer.
         self.consumer: Callable[[bytes], None] | None = None
+        #: Set by :meth:`AsyncioSocketStream.linger_close`: input is dropped.
+        self.discarding = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though not necessarily an asyncio.Transport
@@ -79,6 +81,8 @@ class StreamProtocol(asyncio.Protocol):
         consumer = self.consumer
         if consumer is not None:
             consumer(data)
+            return
+        if self.discarding:
             return
         self.chunks.append(data)
         self.buffered += len(data)
@@ -215,6 +219,47 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         self._transport.write(data)
         return not p.writing_paused
 
+    async def linger_close(self, data: bytes, linger: float) -> None:
+        """Send ``data``, half-close, then close once the peer has too.
+
+        For the end of a session: closing a socket with input unread makes
+        the kernel reset the connection, which can destroy what the peer
+        has not read yet.  So the sending side is shut down after ``data``
+        (the peer sees the end), input is discarded, and the socket closed
+        when the peer closes its side or after ``linger`` seconds,
+        whichever comes first.  Never raises for a peer that is gone.
+        """
+        p = self._protocol
+        transport = self._transport
+        try:
+            if not self._closed and not transport.is_closing() and p.exception is None:
+                if data:
+                    transport.write(data)
+                if not p.eof and transport.can_write_eof():
+                    transport.write_eof()
+                    p.discarding = True
+                    p.chunks.clear()
+                    p.buffered = 0
+                    if p.reading_paused:
+                        p.reading_paused = False
+                        transport.resume_reading()
+                    await self._wait_for_eof(linger)
+        finally:
+            await self.aclose()
+
+    async def _wait_for_eof(self, linger: float) -> None:
+        p = self._protocol
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        p.read_waiter = waiter
+        timer = loop.call_later(linger, _set_result, waiter)
+        try:
+            while not p.eof and not waiter.done():
+                await waiter
+        finally:
+            timer.cancel()
+            p.read_waiter = None
+
     async def send_eof(self) -> None:
         """Shut down the sending direction."""
         self._transport.write_eof()
@@ -254,6 +299,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             SocketAttribute.remote_address: lambda: peer,
             SocketAttribute.remote_port: lambda: peer[1],
         }
+
+
+def _set_result(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _address(value: object) -> tuple[str, int] | None:
