@@ -3,6 +3,11 @@
 A thin driver of :class:`smtp_message.ServerConnection` (in the manner of
 httpcore's ``http11.py``): read bytes, feed them, act on each event, write
 the replies.  Foreign exceptions are translated here, at the boundary.
+
+On asyncio's plain sockets, while the session's task waits for a command,
+what needs no hook is answered inline, in the transport's callback (see
+"The inline path" below and docs/design/smtp-server.md); everything else,
+and every backend, stream and hook, goes through the task.
 """
 
 from __future__ import annotations
