@@ -11,18 +11,25 @@ itself, shutdown, and a client that does not read its replies.
 
 from __future__ import annotations
 
+import logging
+import socket
+import struct
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from serverkit import serving, settings, timeouts, wait_for
+from smtp_transport import AsyncioSocketStream
 
 from smtp_server import Hooks, _session
 
 if TYPE_CHECKING:
+    from serverkit import Running
+
     from smtp_server import Settings
     from smtp_testkit.clients import RawClient
 
@@ -257,8 +264,11 @@ async def test_shutdown_with_sessions_answered_inline() -> None:
         srv.server.shutdown()
         reply = await idle.read_reply()
         assert (reply.code, reply.enhanced) == (421, "4.3.2")
-        await busy.send("\r\nbody\r\n.\r\n")
-        replies = await busy.read_replies(2)
+        # The client pipelines its next transaction behind the body: it is
+        # not begun; the 421 comes at once, not after the grace.
+        await busy.send("\r\nbody\r\n.\r\nMAIL FROM:<a@example.com>\r\n")
+        with anyio.fail_after(3):
+            replies = await busy.read_replies(2)
         assert [(r.code, r.enhanced) for r in replies] == [(250, "2.0.0"), (421, "4.3.2")]
 
 
@@ -281,3 +291,140 @@ async def test_a_client_that_does_not_read_loses_no_reply() -> None:
         assert len(lines) == 2 * count + 1
         assert lines[-1].startswith(b"221 ")
         assert all(line.startswith(b"250 ") for line in lines[:-1])
+
+
+def _small_window(client: RawClient) -> None:
+    """Keep the client's receive window small, so that replies it does not
+    read back up into the server soon (loopback buffers grow to megabytes)."""
+    sock = client.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+
+
+def _server_buffered(srv: Running) -> int:
+    """Octets the server holds for its clients in user space (asyncio)."""
+    total = 0
+    for driver in srv.server._drivers:
+        stream = driver.send_stream
+        if isinstance(stream, AsyncioSocketStream):
+            total += stream._transport.get_write_buffer_size()
+    return total
+
+
+@pytest.mark.anyio
+async def test_a_client_that_does_not_read_stops_the_server_reading() -> None:
+    """RFC 2920 3.1 (the server may stop reading while its replies cannot
+    be sent): commands keep coming from a client that reads none of the
+    replies, and what the server holds for it stays bounded; then every
+    reply arrives."""
+    count = 12_000
+    async with serving(Hooks(), settings()) as srv:
+        client = await srv.hello()
+        _small_window(client)
+        peak = 0
+
+        async def send_all() -> None:
+            for _ in range(count // 200):
+                await client.send(b"EHLO c.example\r\n" * 200)
+            await client.send(b"QUIT\r\n")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_all)
+            with anyio.move_on_after(1.5):  # read nothing meanwhile
+                while True:
+                    peak = max(peak, _server_buffered(srv))
+                    await anyio.sleep(0.01)
+            data = await client.read_until_closed(wait=30)
+    assert peak < 1 << 20, peak  # the task path's bound is 16 KiB + buffers
+    lines = [line for line in data.split(b"\r\n") if line[3:4] == b" "]
+    assert len(lines) == count + 1
+    assert lines[-1].startswith(b"221 ")
+
+
+@pytest.mark.anyio
+async def test_bdat_chunks_behind_many_commands_while_the_client_does_not_read() -> None:
+    """RFC 3030 2, RFC 2920: commands between BDAT chunks are answered as
+    part of the message (not counted as junk) however the replies back up."""
+    script = (
+        b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 1\r\nx"
+        + b"NOOP\r\n" * 1500
+        + b"BDAT 1 LAST\r\ny"
+        + b"QUIT\r\n"
+    )
+    async with serving(Hooks(), settings(max_junk_commands=300)) as srv:
+        client = await srv.hello()
+        _small_window(client)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.send, b"EHLO c.example\r\n" * 20000 + script)
+            await anyio.sleep(0.3)  # the replies back up meanwhile
+            data = await client.read_until_closed(wait=30)
+    last = [line for line in data.split(b"\r\n") if line[3:4] == b" "][-3:]
+    assert [line[:9] for line in last] == [b"250 2.0.0", b"250 2.0.0", b"221 2.0.0"]
+    assert b"421" not in data
+
+
+async def _session_end(srv: Running, caplog: pytest.LogCaptureFixture) -> str:
+    await wait_for(lambda: srv.server.statistics.active == 0)
+    ends = [r.getMessage() for r in caplog.records if " end=" in r.getMessage()]
+    assert len(ends) == 1, ends
+    return ends[0].rsplit(" end=", 1)[1]
+
+
+@pytest.mark.anyio
+async def test_a_rejected_body_that_is_one_error_too_many(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 1870 6.3 and RFC 5321 4.5.3.1: a body over the size limit gets
+    552; if that is the session's last allowed error, 421 follows and the
+    session ends for too many errors (not as an internal error)."""
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    config = settings(max_errors=2, max_message_size=100)
+    async with serving(Hooks(), config) as srv:
+        client = await srv.hello()
+        assert (await client.command("BOGUS")).code == 500
+        await client.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        assert [r.code for r in await client.read_replies(3)] == [250, 250, 354]
+        await client.send(b"x" * 300 + b"\r\n.\r\n")
+        replies = await client.read_replies(2)
+        assert [(r.code, r.enhanced) for r in replies] == [(552, "5.3.4"), (421, "4.7.0")]
+        assert await _session_end(srv, caplog) == "too many errors"
+    assert "internal error" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_reset_connection_is_logged_as_lost(caplog: pytest.LogCaptureFixture) -> None:
+    """A client that resets the connection (RST, not FIN) is "connection
+    lost" in the log, on every path."""
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    async with serving(Hooks(), settings()) as srv:
+        client = await srv.hello()
+        sock = client.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await client.aclose()
+        assert await _session_end(srv, caplog) == "connection lost"
+
+
+@pytest.mark.anyio
+async def test_a_client_that_half_closes_unread_gets_every_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 5321 4.1.1.10: a client may pipeline QUIT and close its sending
+    side before reading anything; every reply still reaches it, the 221
+    last, however many were queued when the session ended."""
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    count = 20000
+    async with serving(Hooks(), settings()) as srv:
+        client = await srv.connect(greeting=False)
+        _small_window(client)
+        await wait_for(lambda: srv.server._drivers)
+        for driver in srv.server._drivers:  # and a small send buffer
+            sock = driver.send_stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await client.send(b"EHLO c.example\r\n" * count + b"QUIT\r\n")
+        await client.stream.send_eof()
+        await anyio.sleep(0.5)  # read nothing meanwhile
+        data = await client.read_until_closed(wait=30)
+        assert await _session_end(srv, caplog) == "quit"
+    lines = [line for line in data.split(b"\r\n") if line[3:4] == b" "]
+    assert len(lines) == count + 2  # the greeting, the EHLOs, the 221
+    assert lines[-1].startswith(b"221 ")
+    assert "crashed" not in caplog.text

@@ -428,6 +428,7 @@ class _Driver:
     def _end_inline(self, stream: AsyncioSocketStream) -> None:
         self.waiter = None
         stream.feed_to(None)
+        stream.when_writable(None)
         if self.inline_timer is not None:
             self.inline_timer.cancel()
             self.inline_timer = None
@@ -471,13 +472,23 @@ class _Driver:
 
     def _feed(self, data: bytes) -> None:
         """The transport's data_received, while the task waits (inline)."""
+        self.conn.receive_data(data)
+        if not data:
+            stream = self.receive_stream
+            assert isinstance(stream, AsyncioSocketStream)
+            if stream.transport_error is not None:
+                # A reset, not a close: the task path says "connection lost".
+                waiter = self.waiter
+                if waiter is not None and not waiter.done():
+                    self._hand_over(exc=anyio.BrokenResourceError())
+                return
+        self._inline_run()
+
+    def _inline_run(self) -> None:
         waiter = self.waiter
         if waiter is None or waiter.done():
-            # The task was cancelled and has not run yet: keep the data.
-            self.conn.receive_data(data)
-            return
+            return  # the task was cancelled and has not run yet: data is kept
         try:
-            self.conn.receive_data(data)
             result = self._inline_events()
         except Exception as exc:  # noqa: BLE001 - handed to the task, which logs it
             # A bug of ours: the task reports it (the client gets a 421).
@@ -487,25 +498,28 @@ class _Driver:
             self._hand_over(result)
 
     def _inline_events(self) -> object:
-        """Answer events until one needs the task (returned) or more data (None)."""
+        """Answer events until one needs the task (returned) or more data (None).
+
+        ``None`` also when the client must read its replies first: reading
+        is paused until the transport's buffer drains, then this goes on
+        (the deadline still runs, so a client that never reads times out).
+        """
         conn = self.conn
         progressed = False
         while True:
             if len(self.out) > MAX_QUEUED_REPLIES and not self._write_inline():
-                return _WAKE  # the client must read: the task waits for it
+                return None
             try:
                 event: object = conn.next_event()
                 if event is NEED_DATA:
                     if progressed:
                         self._inline_deadline(self.now() + self._inline_timeout())
-                    if self.out and not self._write_inline():
-                        return _WAKE
+                    if self.out:
+                        self._write_inline()
                     return None
                 progressed = True
                 if self.inline_body is not None:
                     event = self._inline_body_event(event)
-                    if event is None:
-                        continue
             except MessageRejectedError as exc:
                 assert exc.reply is not None
                 if self.inline_body is None:
@@ -513,9 +527,11 @@ class _Driver:
                 count, self.inline_body = self.inline_body, None
                 logger.info("session %s: message aborted: rejected: %s", self.session.id, exc.reply)
                 for _ in range(count):
+                    if conn.state is ServerState.CLOSED:
+                        break  # the rejection was one error too many: 421 said
                     self.reply(exc.reply)
+                event = None
                 progressed = True
-                continue
             except RemoteProtocolError as exc:
                 assert exc.reply is not None
                 self.reply_error(exc.reply)
@@ -529,20 +545,19 @@ class _Driver:
                         self.session.id,
                         exc.reply,
                     )
-                if conn.state is ServerState.CLOSED:
-                    return _WAKE
+                event = None
                 progressed = True
-                continue
-            if not self._inline_command(event):
+            if event is not None and not self._inline_command(event):
                 return event
             if conn.state is ServerState.CLOSED:
                 return _WAKE
-            if conn.transaction is None:
-                if self.stopping:
-                    return _WAKE  # the main loop says goodbye
-                self.idle = True
-            else:
-                self.idle = False
+            if self.inline_body is None:
+                if conn.transaction is None:
+                    if self.stopping:
+                        return _WAKE  # the main loop says goodbye
+                    self.idle = True
+                else:
+                    self.idle = False
 
     def _inline_timeout(self) -> float:
         if self.inline_body is None:
@@ -551,11 +566,20 @@ class _Driver:
         return t.data_initiation if self.inline_first else t.data_block
 
     def _write_inline(self) -> bool:
+        """Write the queued replies; ``False`` if the client must read first.
+
+        Reading is then paused until the replies drain.
+        """
         stream = self.send_stream
         assert isinstance(stream, AsyncioSocketStream)
         data = bytes(self.out)
         del self.out[:]
-        return stream.write_nowait(data)
+        if stream.write_nowait(data):
+            return True
+        # The replies are queued in the transport: stop reading (and so
+        # answering) until they drain, as the task path waits in flush().
+        stream.when_writable(self._inline_run)
+        return False
 
     def _inline_body_event(self, event: object) -> object:
         """Handle ``event`` of a body no hook reads; ``None`` if it was."""
@@ -949,6 +973,8 @@ class _Driver:
         if body.reject_reply is not None:
             count = len(envelope.recipients) if self.session.lmtp else 1
             for _ in range(count):
+                if self.conn.state is ServerState.CLOSED:
+                    break  # the rejection was one error too many: 421 said
                 self.reply(body.reject_reply)
 
     def _message_replies(self, outcome: object, envelope: Envelope) -> list[Reply]:

@@ -70,6 +70,11 @@ class StreamProtocol(asyncio.Protocol):
         self.consumer: Callable[[bytes], None] | None = None
         #: Set by :meth:`AsyncioSocketStream.linger_close`: input is dropped.
         self.discarding = False
+        #: Set by :meth:`AsyncioSocketStream.when_writable`.
+        self.drain_callback: Callable[[], None] | None = None
+        self.paused_for_drain = False
+        #: connection_lost() was called: the socket is closed.
+        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though not necessarily an asyncio.Transport
@@ -103,6 +108,7 @@ class StreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.eof = True
+        self.lost = True
         self.exception = exc
         self._wake_reader()
         self._end_consumer()
@@ -118,6 +124,16 @@ class StreamProtocol(asyncio.Protocol):
         waiter, self.write_waiter = self.write_waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        callback, self.drain_callback = self.drain_callback, None
+        self._resume_after_drain()
+        if callback is not None:
+            callback()
+
+    def _resume_after_drain(self) -> None:
+        if self.paused_for_drain:
+            self.paused_for_drain = False
+            if not self.reading_paused and self.transport is not None:
+                self.transport.resume_reading()
 
     def _end_consumer(self) -> None:
         # The consumer hears the end as an empty read, like receive() would.
@@ -204,6 +220,34 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         p.consumer = consumer
         return True
 
+    def when_writable(self, callback: Callable[[], None] | None) -> None:
+        """Stop reading until the transport's buffer drains, then call ``callback``.
+
+        For a consumer (:meth:`feed_to`) whose :meth:`write_nowait` said the
+        peer must catch up: it answers no more input meanwhile, so none is
+        read.  Called from the event loop's callback, like the consumer.
+        ``None`` cancels (and reads again).  Does nothing if the buffer
+        has drained already, except call ``callback`` soon.
+        """
+        p = self._protocol
+        if callback is None:
+            p.drain_callback = None
+            p._resume_after_drain()
+            return
+        if not p.writing_paused:
+            asyncio.get_running_loop().call_soon(callback)
+            return
+        p.drain_callback = callback
+        if not p.paused_for_drain:
+            p.paused_for_drain = True
+            if not p.reading_paused:
+                self._transport.pause_reading()
+
+    @property
+    def transport_error(self) -> BaseException | None:
+        """Why the connection was lost, if it broke (a reset) rather than closed."""
+        return self._protocol.exception
+
     def write_nowait(self, data: bytes) -> bool:
         """Write ``data`` without waiting; ``False`` once the peer must catch up.
 
@@ -226,11 +270,14 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         the kernel reset the connection, which can destroy what the peer
         has not read yet.  So the sending side is shut down after ``data``
         (the peer sees the end), input is discarded, and the socket closed
-        when the peer closes its side or after ``linger`` seconds,
-        whichever comes first.  Never raises for a peer that is gone.
+        when the peer closes its side, once what we sent has left; or after
+        ``linger`` seconds in all, whichever comes first.  Never raises for
+        a peer that is gone.
         """
         p = self._protocol
         transport = self._transport
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + linger
         try:
             if not self._closed and not transport.is_closing() and p.exception is None:
                 if data:
@@ -243,18 +290,25 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                     if p.reading_paused:
                         p.reading_paused = False
                         transport.resume_reading()
-                    await self._wait_for_eof(linger)
+                    await self._wait_until(lambda: p.eof, deadline)
+                # close() sends what is still buffered, then closes: give it
+                # the rest of the time before aclose() aborts.
+                self._closed = True
+                transport.close()
+                await self._wait_until(lambda: p.lost, deadline)
         finally:
             await self.aclose()
 
-    async def _wait_for_eof(self, linger: float) -> None:
+    async def _wait_until(self, done: Callable[[], bool], deadline: float) -> None:
         p = self._protocol
         loop = asyncio.get_running_loop()
+        if done():
+            return
         waiter = loop.create_future()
         p.read_waiter = waiter
-        timer = loop.call_later(linger, _set_result, waiter)
+        timer = loop.call_at(deadline, _set_result, waiter)
         try:
-            while not p.eof and not waiter.done():
+            while not done() and not waiter.done():
                 await waiter
         finally:
             timer.cancel()
@@ -278,7 +332,11 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
         try:
             await asyncio.sleep(0)
         finally:
-            self._transport.abort()
+            # Not once the connection is lost: asyncio's transport may then
+            # have let go of its loop (a close() that drained its buffer),
+            # and abort() would fail.
+            if not self._protocol.lost:
+                self._transport.abort()
 
     @property
     def _raw_socket(self) -> socket.socket:
