@@ -120,6 +120,13 @@ async def serving(
             tg.cancel_scope.cancel()
 
 
+async def expect_timeout(client: RawClient, *, wait: float = 5.0) -> None:
+    """RFC 5321 4.5.3.2: the client gets ``421 4.4.2`` and the connection closes."""
+    reply = await client.read_reply(wait=wait)
+    assert str(reply) == "421 4.4.2 Timeout, closing connection"
+    assert await client.read_until_closed() == b""
+
+
 async def wait_for(predicate: Callable[[], object], *, limit: float = 20.0) -> None:
     """Poll until ``predicate()`` is true (fail after ``limit`` seconds).
 

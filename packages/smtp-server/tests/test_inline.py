@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from serverkit import serving, settings, timeouts, wait_for
+from serverkit import expect_timeout, serving, settings, timeouts, wait_for
 from smtp_transport import AsyncioSocketStream
 
 from smtp_server import Hooks, _session
@@ -178,13 +178,6 @@ def test_an_lmtp_message_gets_one_reply_per_recipient_inline(feeds: list[int]) -
 SHORT = 0.3
 
 
-async def _expect_timeout(client: RawClient, *, within: float = 5.0) -> None:
-    with anyio.fail_after(within):
-        reply = await client.read_reply(wait=within)
-    assert (reply.code, reply.enhanced) == (421, "4.4.2"), reply
-    assert await client.read_until_closed() == b""
-
-
 _HELLO = b"EHLO c.example\r\n"
 _MAIL = b"MAIL FROM:<a@example.com>\r\n"
 _RCPT = b"RCPT TO:<b@example.net>\r\n"
@@ -212,7 +205,7 @@ async def test_timeouts_without_hooks(which: str, prelude: list[bytes]) -> None:
             if not line.startswith(b"Subject"):
                 await client.read_reply()
         started = anyio.current_time()
-        await _expect_timeout(client)
+        await expect_timeout(client)
         assert anyio.current_time() - started >= SHORT * 0.9
 
 

@@ -9,6 +9,7 @@ import pytest
 from serverkit import (
     MESSAGE,
     Recorder,
+    expect_timeout,
     serving,
     settings,
     timeouts,
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
     from smtp_message import MailFrom, Reply
     from smtp_server import Envelope, MessageOutcome, Session
-    from smtp_testkit.clients import RawClient
 
 pytestmark = pytest.mark.anyio
 
@@ -100,17 +100,11 @@ async def test_limit_max_errors_reset_by_accepted_message() -> None:
     assert len(hooks.messages) == 3
 
 
-async def _expect_timeout(client: RawClient) -> None:
-    reply = await client.read_reply()
-    assert str(reply) == "421 4.4.2 Timeout, closing connection"
-    assert await client.read_until_closed() == b""
-
-
 async def test_timeout_hello() -> None:
     """RFC 5321 4.5.3.2: a client silent after the greeting gets 421 4.4.2."""
     async with serving(config=settings(timeouts=timeouts(hello=SHORT))) as srv:
         client = await srv.connect()
-        await _expect_timeout(client)
+        await expect_timeout(client)
 
 
 async def test_timeout_idle() -> None:
@@ -118,7 +112,7 @@ async def test_timeout_idle() -> None:
     async with serving(config=settings(timeouts=timeouts(idle=SHORT))) as srv:
         client = await srv.hello()
         assert (await transaction(client)).code == 250
-        await _expect_timeout(client)
+        await expect_timeout(client)
 
 
 async def test_timeout_command() -> None:
@@ -127,7 +121,7 @@ async def test_timeout_command() -> None:
     async with serving(hooks, settings(timeouts=timeouts(command=SHORT))) as srv:
         client = await srv.hello()
         assert (await client.command("MAIL FROM:<a@example.com>")).code == 250
-        await _expect_timeout(client)
+        await expect_timeout(client)
     assert hooks.messages == []
 
 
@@ -141,7 +135,7 @@ async def test_timeout_data_initiation() -> None:
         await client.command("MAIL FROM:<a@example.com>")
         await client.command("RCPT TO:<b@example.net>")
         assert (await client.command("DATA")).code == 354
-        await _expect_timeout(client)
+        await expect_timeout(client)
     assert hooks.aborted == ["timeout"]
     assert hooks.messages == []
 
@@ -155,7 +149,7 @@ async def test_timeout_data_block() -> None:
         await client.command("RCPT TO:<b@example.net>")
         await client.command("DATA")
         await client.send(b"Subject: part\r\n\r\nthe first half")
-        await _expect_timeout(client)
+        await expect_timeout(client)
     assert hooks.aborted == ["timeout"]
     assert hooks.messages == []
 
@@ -168,7 +162,7 @@ async def test_timeout_data_block_bdat() -> None:
         await client.command("MAIL FROM:<a@example.com>")
         await client.command("RCPT TO:<b@example.net>")
         await client.send(b"BDAT 100 LAST\r\nonly ten.")
-        await _expect_timeout(client)
+        await expect_timeout(client)
     assert hooks.aborted == ["timeout"]
 
 
@@ -205,7 +199,7 @@ async def test_timeout_data_termination() -> None:
         await client.command("RCPT TO:<b@example.net>")
         await client.command("DATA")
         await client.send(MESSAGE + b".\r\n")
-        await _expect_timeout(client)
+        await expect_timeout(client)
     assert len(hooks.messages) == 1  # the hook read it all, then stalled
 
 
@@ -216,7 +210,7 @@ async def test_timeout_hook() -> None:
     async with serving(hooks, settings(timeouts=timeouts(hook=SHORT))) as srv:
         client = await srv.hello()
         await client.send(b"MAIL FROM:<a@example.com>\r\n")
-        await _expect_timeout(client)
+        await expect_timeout(client)
 
 
 async def test_timeout_covers_a_trickling_command() -> None:

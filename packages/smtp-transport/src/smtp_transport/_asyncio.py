@@ -188,11 +188,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     async def send(self, item: bytes) -> None:
         """Write ``item``; wait only while the transport's buffer is full."""
         p = self._protocol
-        if self._closed:
-            raise anyio.ClosedResourceError
-        if p.exception is not None or self._transport.is_closing():
-            raise anyio.BrokenResourceError from p.exception
-        self._transport.write(item)
+        self.write_nowait(item)
         while p.writing_paused and not self._transport.is_closing():
             waiter = asyncio.get_running_loop().create_future()
             p.write_waiter = waiter
