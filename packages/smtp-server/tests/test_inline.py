@@ -421,3 +421,27 @@ async def test_a_client_that_half_closes_unread_gets_every_reply(
     assert len(lines) == count + 2  # the greeting, the EHLOs, the 221
     assert lines[-1].startswith(b"221 ")
     assert "crashed" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_client_gone_before_the_221_is_a_quit_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFC 5321 4.1.1.10: the server sends 221 to QUIT and closes.  A
+    client that closes right after sending QUIT (as Postfix's smtp-source
+    does) makes that 221 meet a closed socket, which resets the connection
+    before the server half-closes; the session still ended by QUIT, and
+    nothing crashed."""
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    async with serving(Hooks(), settings()) as srv:
+        for _ in range(5):
+            client = await srv.hello()
+            await client.send(b"QUIT\r\n")
+            await client.aclose()
+        await wait_for(lambda: srv.server.statistics.accepted == 5)
+        await wait_for(lambda: srv.server.statistics.active == 0)
+    lines = [r.getMessage() for r in caplog.records]
+    ends = [line.rsplit(" end=", 1)[1] for line in lines if " end=" in line]
+    assert ends == ["quit"] * 5
+    assert "crashed" not in caplog.text
+    assert "Traceback" not in caplog.text

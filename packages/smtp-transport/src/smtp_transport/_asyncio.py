@@ -278,8 +278,7 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             if not self._closed and not transport.is_closing() and p.exception is None:
                 if data:
                     transport.write(data)
-                if not p.eof and transport.can_write_eof():
-                    transport.write_eof()
+                if not p.eof and transport.can_write_eof() and _write_eof(transport):
                     p.discarding = True
                     p.chunks.clear()
                     p.buffered = 0
@@ -353,6 +352,20 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             SocketAttribute.remote_address: lambda: peer,
             SocketAttribute.remote_port: lambda: peer[1],
         }
+
+
+def _write_eof(transport: asyncio.Transport) -> bool:
+    """Half-close; ``False`` if the peer is gone already.
+
+    A peer that closed its socket before our last write answers that write
+    with a reset, often before we get to half-close: ``shutdown()`` then
+    fails with ``ENOTCONN``, and there is nothing left to linger for.
+    """
+    try:
+        transport.write_eof()
+    except OSError:
+        return False
+    return True
 
 
 def _set_result(waiter: asyncio.Future[None]) -> None:
