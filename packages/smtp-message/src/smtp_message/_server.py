@@ -58,7 +58,7 @@ from ._limits import (
     MIN_RECIPIENTS,
     RCPT_LINE_ALLOWANCE,
 )
-from ._params import BodyType
+from ._params import BodyType, MailParams
 from ._replies import (
     AUTH_CANCELLED,
     AUTH_MECHANISM_UNKNOWN,
@@ -299,6 +299,15 @@ _TRANSACTION_STATES = frozenset(
 )
 
 
+#: Replies to these carry no enhanced code (RFC 2034 3: the greeting and
+#: the hello replies are exempt).
+_HELLO_TRIGGERS = frozenset({"HELO", "EHLO", "LHLO"})
+#: Triggers whose positive replies are restricted (see _check_reply_kind).
+_KIND_CHECKED = frozenset({"DATA", "STARTTLS"})
+#: Triggers whose error reply still moves the state machine.
+_APPLIED_AFTER_ERROR = frozenset({END_OF_DATA, "BDAT", "BDAT LAST", AUTH_RESPONSE})
+
+
 def _trigger(command: Command) -> str:
     if isinstance(command, Bdat) and command.last:
         return "BDAT LAST"
@@ -505,11 +514,9 @@ class ServerConnection:
 
     def _check_command(self, command: Command, trigger: str) -> None:
         s = self.settings
-        if isinstance(command, (Helo, Ehlo)) and s.lmtp:
-            # RFC 2033 4.1: "The LHLO command ... HELO and EHLO ... MUST NOT"
-            # be accepted by an LMTP server.
-            raise CommandSyntaxError(COMMAND_UNRECOGNIZED)
-        if isinstance(command, Lhlo) and not s.lmtp:
+        # RFC 2033 4.1: "The LHLO command ... HELO and EHLO ... MUST NOT" be
+        # accepted by an LMTP server; nor LHLO by an SMTP one.
+        if isinstance(command, (Helo, Ehlo) if s.lmtp else Lhlo):
             raise CommandSyntaxError(COMMAND_UNRECOGNIZED)
         if not server_is_legal(self.state, trigger):
             reply = SEQUENCE_ERRORS.get((self.state, trigger), BAD_SEQUENCE)
@@ -519,9 +526,12 @@ class ServerConnection:
                 # reply code."
                 reply = BAD_SEQUENCE
             raise BadSequenceError(reply)
-        extensions = self._extensions()
-        if isinstance(command, Bdat):
-            if not extensions.chunking:
+        if isinstance(command, RcptTo):
+            self._check_rcpt(command)
+        elif isinstance(command, MailFrom):
+            self._check_mail(command, self._extensions())
+        elif isinstance(command, Bdat):
+            if not self._extensions().chunking:
                 raise CommandSyntaxError(NOT_IMPLEMENTED)
             t = self.transaction
             assert t is not None
@@ -535,17 +545,13 @@ class ServerConnection:
             assert t is not None
             if t.mail_from.params.body is BodyType.BINARY_MIME:
                 raise BadSequenceError(BINARYMIME_NEEDS_BDAT)
-        elif isinstance(command, MailFrom):
-            self._check_mail(command, extensions)
-        elif isinstance(command, RcptTo):
-            self._check_rcpt(command)
         elif isinstance(command, StartTls):
             if self.tls_active:
                 raise BadSequenceError(BAD_SEQUENCE, "TLS already active")
-            if not extensions.starttls:
+            if not self._extensions().starttls:
                 raise CommandSyntaxError(NOT_IMPLEMENTED)
         elif isinstance(command, Auth):
-            self._check_auth(command, extensions)
+            self._check_auth(command, self._extensions())
         elif isinstance(command, Expn):
             raise CommandSyntaxError(NOT_IMPLEMENTED, "EXPN not available")
         elif isinstance(command, Vrfy) and not s.vrfy:
@@ -558,9 +564,20 @@ class ServerConnection:
         if s.require_auth and self.auth_identity is None:
             raise BadSequenceError(AUTH_REQUIRED)
         params = command.params
-        if params.keywords and isinstance(self.hello, Helo):
+        if params.keywords:
+            self._check_mail_keywords(params, extensions)
+        if params.requiretls and not self.tls_active:
+            raise BadSequenceError(REQUIRETLS_NEEDS_TLS)
+        limit = s.max_message_size
+        if params.size is not None and limit is not None and params.size > limit:
+            # RFC 1870 6.1.
+            raise ParameterError(MESSAGE_TOO_BIG)
+
+    def _check_mail_keywords(self, params: MailParams, extensions: Extensions) -> None:
+        if isinstance(self.hello, Helo):
             # Parameters need EHLO (RFC 5321 4.1.1.11).
             raise ParameterError(PARAMETER_NOT_RECOGNIZED)
+        s = self.settings
         supported = {
             "SIZE": True,
             "BODY": params.body is None
@@ -579,12 +596,6 @@ class ServerConnection:
                 ok = keyword in s.extra_mail_parameters
             if not ok:
                 raise ParameterError(PARAMETER_NOT_RECOGNIZED, f"{keyword} not supported")
-        if params.requiretls and not self.tls_active:
-            raise BadSequenceError(REQUIRETLS_NEEDS_TLS)
-        limit = s.max_message_size
-        if params.size is not None and limit is not None and params.size > limit:
-            # RFC 1870 6.1.
-            raise ParameterError(MESSAGE_TOO_BIG)
 
     def _check_rcpt(self, command: RcptTo) -> None:
         s = self.settings
@@ -783,17 +794,17 @@ class ServerConnection:
             raise LocalProtocolError("no reply is due")
         trigger = self._due
         assert trigger is not None
-        if trigger not in ("HELO", "EHLO", "LHLO"):
+        if trigger not in _HELLO_TRIGGERS:
             reply = self._with_enhanced(reply)
-        if self._due_error and (reply.is_positive or reply.is_intermediate):
+        kind = reply.code // 100
+        if self._due_error and kind in (2, 3):
             raise LocalProtocolError(
                 f"the {trigger} was rejected by the protocol: the reply must be 4xx or 5xx"
             )
-        self._check_reply_kind(trigger, reply)
+        if kind == 3 or trigger in _KIND_CHECKED:
+            self._check_reply_kind(trigger, reply)
         self._due_count -= 1
-        if (reply.is_transient or reply.is_permanent) and not (
-            trigger == "RCPT" and reply.code == 452
-        ):
+        if kind >= 4 and not (trigger == "RCPT" and reply.code == 452):
             # Not a 452 to RCPT: RFC 5321 4.5.3.1.10 has the client send the
             # recipients over a server's limit in a later transaction, so
             # they are not the client's errors (counting them would end the
@@ -804,13 +815,8 @@ class ServerConnection:
         command = self._due_command
         self._due = None
         self._due_command = None
-        if not self._due_error or trigger in (
-            END_OF_DATA,
-            "BDAT",
-            "BDAT LAST",
-            AUTH_RESPONSE,
-        ):
-            self._apply(trigger, command, reply)
+        if not self._due_error or trigger in _APPLIED_AFTER_ERROR:
+            self._apply(trigger, command, reply, kind)
         self._due_error = False
         return reply.to_bytes()
 
@@ -833,10 +839,10 @@ class ServerConnection:
         elif trigger == "STARTTLS" and reply.is_positive and reply.code != 220:
             raise LocalProtocolError("STARTTLS is answered with 220 to go on")
 
-    def _apply(self, trigger: str, command: Command | None, reply: Reply) -> None:
+    def _apply(self, trigger: str, command: Command | None, reply: Reply, kind: int) -> None:
         state = self.state
         new = server_next(state, trigger, reply.code)
-        if reply.is_positive or reply.is_intermediate:
+        if kind in (2, 3):
             if isinstance(command, (Helo, Ehlo, Lhlo)):
                 self.hello = command
             elif isinstance(command, MailFrom):
@@ -850,8 +856,8 @@ class ServerConnection:
                 self._mode = _Mode.DATA
                 s = self.settings
                 self._reader = DataReader(s.bare_line_endings, s.max_message_size)
-        if trigger == END_OF_DATA and reply.is_positive:
-            self.errors = 0
+            if trigger == END_OF_DATA and kind == 2:
+                self.errors = 0
         if new not in _TRANSACTION_STATES:
             self.transaction = None
         self.state = new

@@ -204,6 +204,9 @@ def _index(
 _SERVER_TABLE, _SERVER_LEGAL = _index(SERVER_TRANSITIONS)
 
 
+_DIGITS = "0123456789"
+
+
 def server_is_legal(state: ServerState, trigger: str) -> bool:
     """Whether ``trigger`` may happen in ``state`` (a row exists)."""
     return (state, trigger) in _SERVER_LEGAL
@@ -213,7 +216,7 @@ def server_next(state: ServerState, trigger: str, code: int) -> ServerState:
     """The state after ``trigger`` in ``state`` was answered with ``code``."""
     if code == 421:
         return ServerState.CLOSED
-    outcome = str(code)[0]
+    outcome = _DIGITS[code // 100]
     target = _SERVER_TABLE.get((state, trigger, outcome))
     if target is None:
         target = _SERVER_TABLE.get((state, trigger, "*"), state)
@@ -277,7 +280,7 @@ def client_next(state: ClientState, trigger: str, code: int) -> ClientState:
     """The state after the server answered ``trigger`` with ``code``."""
     if code == 421:
         return ClientState.CLOSED
-    outcome = str(code)[0]
+    outcome = _DIGITS[code // 100]
     target = _CLIENT_TABLE.get((state, trigger, outcome))
     if target is None:
         target = _CLIENT_TABLE.get((state, trigger, "*"), state)

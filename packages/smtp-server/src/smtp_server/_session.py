@@ -21,6 +21,7 @@ import math
 import os
 import ssl
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -1198,8 +1199,22 @@ def _session_id() -> str:
 
 
 def _overridden(cls: type[Hooks]) -> frozenset[str]:
-    """The hook methods ``cls`` overrides (the others need not be called)."""
-    return frozenset(name for name in _HOOK_NAMES if getattr(cls, name) is not getattr(Hooks, name))
+    """The hook methods ``cls`` overrides (the others need not be called).
+
+    Cached per class: a class's methods are not expected to change once it
+    serves.
+    """
+    found = _OVERRIDDEN.get(cls)
+    if found is None:
+        found = frozenset(
+            name for name in _HOOK_NAMES if getattr(cls, name) is not getattr(Hooks, name)
+        )
+        _OVERRIDDEN[cls] = found
+    return found
+
+
+#: _overridden's cache; weak, so classes made on the fly can go.
+_OVERRIDDEN: weakref.WeakKeyDictionary[type[Hooks], frozenset[str]] = weakref.WeakKeyDictionary()
 
 
 def _address(address: tuple[str, int] | None) -> str:
