@@ -268,6 +268,10 @@ class _Driver:
         #: one reply each), or None between messages.
         self.inline_body: int | None = None
         self.inline_first = False
+        #: The stream the inline path can take, if it can.
+        self.inline_stream = (
+            stream if type(stream) is AsyncioSocketStream and stream is sink else None
+        )
 
     # -- I/O ----------------------------------------------------------------
 
@@ -285,16 +289,12 @@ class _Driver:
             # and the client never misses a reply it is owed.
             del self.out[: len(data)]
 
-    async def next_event(self, *, inline: bool = False) -> Any:
+    async def next_event(self) -> Any:
         """The next event from the client, reading as needed.
 
         Callers bound the wait (:meth:`expect`, or a scope): the deadline
         covers the whole event (a complete command line, say), so a client
         trickling one octet at a time cannot hold a session forever.
-
-        With ``inline`` (the main loop's wait for a command), what can be
-        answered without a hook may be answered inline, and the result is
-        then the first event that needs the task, or :data:`_WAKE`.
         """
         conn = self.conn
         while True:
@@ -306,14 +306,6 @@ class _Driver:
             event = conn.next_event()
             if event is NEED_DATA:
                 await self.flush()
-                if inline and INLINE:
-                    stream = self.receive_stream
-                    if (
-                        type(stream) is AsyncioSocketStream
-                        and stream is self.send_stream
-                        and stream.feed_to(self._feed)
-                    ):
-                        return await self._inline_wait(stream)
                 try:
                     data = await self.receive_stream.receive(RECEIVE_SIZE)
                 except anyio.EndOfStream:
@@ -422,8 +414,11 @@ class _Driver:
             result = await waiter
         finally:
             self._end_inline(stream)
-        # Whatever the task does next is under the session's deadline again.
-        self.expect(self._command_timeout())
+        if result is not _WAKE and not isinstance(result, (Quit, ConnectionClosed)):
+            # Whatever the task does next is under the session's deadline
+            # again.  Not for what only ends the session: the close has its
+            # own bound, and a timer saved is much of a short session's cost.
+            self.expect(self._command_timeout())
         return result
 
     def _end_inline(self, stream: AsyncioSocketStream) -> None:
@@ -830,11 +825,28 @@ class _Driver:
     async def _wait_for_command(self) -> Any:
         # Between transactions, a shutdown may end the session at once.
         self.idle = self.conn.transaction is None
-        # The deadline stays after the event arrives: what follows until the
-        # next wait is quick, and hooks clear it (they have their own).
-        self.expect(self._command_timeout())
         try:
-            return await self.next_event(inline=True)
+            stream = self.inline_stream
+            if stream is not None and INLINE and len(self.out) <= MAX_QUEUED_REPLIES:
+                # The inline path keeps its own deadline: the session's is
+                # set only if the task goes on, which spares a timer.
+                event = self.conn.next_event()
+                if event is NEED_DATA:
+                    data = bytes(self.out)
+                    del self.out[:]
+                    drained = not data or stream.write_nowait(data)
+                    if drained and stream.feed_to(self._feed):
+                        return await self._inline_wait(stream)
+                    self.expect(self._command_timeout())
+                    if not drained:
+                        await stream.send(b"")  # wait until the client reads
+                    return await self.next_event()
+                self.expect(self._command_timeout())
+                return event
+            # The deadline stays after the event arrives: what follows until
+            # the next wait is quick, and hooks clear it (they have their own).
+            self.expect(self._command_timeout())
+            return await self.next_event()
         finally:
             self.idle = False
 
@@ -1026,6 +1038,7 @@ class _Driver:
             self.gone = True
             raise _Close from None
         self.receive_stream = self.send_stream = tls
+        self.inline_stream = None
         self.session.tls = _tls_info(tls)
 
     async def _on_starttls(self) -> None:
@@ -1139,6 +1152,7 @@ class _Driver:
             # What followed the header in the same read belongs to the next
             # layer: SMTP, or the TLS handshake on an implicit-TLS listener.
             self.receive_stream = _Replay(self.receive_stream, rest)
+            self.inline_stream = None
 
 
 class _Replay(anyio.abc.ByteReceiveStream):

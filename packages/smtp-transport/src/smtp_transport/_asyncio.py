@@ -287,12 +287,15 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                         transport.resume_reading()
                     await self._wait_until(lambda: p.eof, deadline)
                 # close() sends what is still buffered, then closes: give it
-                # the rest of the time before aclose() aborts.
+                # the rest of the time before aclose() aborts.  With nothing
+                # buffered it closes at once (connection_lost() follows).
                 self._closed = True
                 transport.close()
-                await self._wait_until(lambda: p.lost, deadline)
+                if transport.get_write_buffer_size():
+                    await self._wait_until(lambda: p.lost, deadline)
         finally:
-            await self.aclose()
+            if not self._closed or (not p.lost and transport.get_write_buffer_size()):
+                await self.aclose()
 
     async def _wait_until(self, done: Callable[[], bool], deadline: float) -> None:
         p = self._protocol
