@@ -445,3 +445,28 @@ async def test_a_client_gone_before_the_221_is_a_quit_not_a_crash(
     assert ends == ["quit"] * 5
     assert "crashed" not in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("inline", [True, False])
+async def test_after_quit_nothing_more_is_answered_and_the_server_closes(
+    inline: bool, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 5321 4.1.1.10: the receiver of QUIT sends 221 and closes the
+    transmission channel.  Commands pipelined behind QUIT get no reply, and
+    a client that neither closes nor stops sending cannot keep the session:
+    the server closes after the ``close`` timeout (the linger), and the
+    session still ended by QUIT."""
+    monkeypatch.setattr(_session, "INLINE", inline)
+    caplog.set_level(logging.INFO, logger="smtp_server")
+    async with serving(Hooks(), settings(timeouts=timeouts(close=0.5))) as srv:
+        client = await srv.hello()
+        await client.send(b"QUIT\r\nNOOP\r\nRSET\r\n")
+        with anyio.move_on_after(0.2):  # keep sending past the 221
+            while True:
+                await client.send(b"NOOP\r\n")
+                await anyio.sleep(0.01)
+        data = await client.read_until_closed(wait=10)
+        assert await _session_end(srv, caplog) == "quit"
+    assert data.startswith(b"221 "), data[:200]
+    assert data.count(b"\r\n") == 1, data[:200]
