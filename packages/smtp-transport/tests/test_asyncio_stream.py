@@ -353,3 +353,67 @@ async def test_linger_close_gives_up_on_a_peer_that_never_closes() -> None:
             await stream.linger_close(b"bye\r\n", 0.3)
         assert 0.25 <= anyio.current_time() - started < 3
         release.set()
+
+
+@asyncio_only
+async def test_cancelling_the_task_group_ends_the_connections_first() -> None:
+    """The connections' tasks belong to the task group passed in: cancelling
+    it cancels them, and it exits only once each has finished (its cleanup
+    included), as with tasks the group started itself."""
+    events: list[str] = []
+    started = anyio.Event()
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        events.append("started")
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.2)  # cleanup that takes a while
+                await stream.aclose()
+            events.append("cleaned up")
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            await started.wait()
+            tg.cancel_scope.cancel()
+        events.append("group exited")
+        await client.aclose()
+    assert events == ["started", "cleaned up", "group exited"]
+
+
+@asyncio_only
+async def test_a_failing_handler_is_logged_and_accepting_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A handler that raises ends its own connection only: the error is
+    logged with its traceback, and the next connection is served."""
+    served: list[bytes] = []
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        data = await stream.receive()
+        served.append(data)
+        await stream.aclose()
+        if data == b"boom":
+            raise RuntimeError("handler bug")
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            for payload in (b"boom", b"fine"):
+                client = await anyio.connect_tcp("127.0.0.1", port)
+                await client.send(payload)
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await client.receive()
+                await client.aclose()
+            tg.cancel_scope.cancel()
+    assert served == [b"boom", b"fine"]
+    failures = [r for r in caplog.records if r.getMessage() == "connection task failed"]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None
+    assert "handler bug" in str(failures[0].exc_info[1])

@@ -30,7 +30,7 @@ from anyio.abc import SocketAttribute
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping
 
 __all__ = [
     "ACCEPT_RETRY_DELAY",
@@ -427,8 +427,12 @@ async def serve_asyncio(
     """Accept on the listening ``sock`` until cancelled.
 
     Like anyio's :meth:`~anyio.abc.Listener.serve`: each connection becomes
-    an :class:`AsyncioSocketStream` handed to ``handler`` in a task of
-    ``task_group``.
+    an :class:`AsyncioSocketStream` handed to ``handler`` in a task that
+    ``task_group`` waits for.  (The tasks are asyncio's own, watched by one
+    task of ``task_group``: an anyio task per connection costs a cancel
+    scope and an event besides, a measurable share of a short session.
+    Cancelling ``task_group`` cancels them, and it ends only once they have.)
+    ``handler`` should not raise: what it raises is logged.
 
     Running out of file descriptors (or memory) does not end the loop: it is
     logged once a second and accepting resumes shortly after.
@@ -436,16 +440,67 @@ async def serve_asyncio(
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
     log = ExhaustionLog(logger)
-    while True:
+    tasks = _Tasks(loop)
+    task_group.start_soon(tasks.watch)
+    try:
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno not in EXHAUSTED:
+                    raise
+                log(exc)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            tasks.spawn(_serve_one(loop, conn, handler))
+    finally:
+        tasks.close()
+
+
+class _Tasks:
+    """The connections' tasks of one :func:`serve_asyncio`, and their watcher."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        self._waiter: asyncio.Future[None] | None = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def close(self) -> None:
+        """No more tasks will come: the watcher ends with the last one."""
+        self._accepting = False
+        self._wake()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("connection task failed", exc_info=exc)
+        if not self._tasks:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def watch(self) -> None:
+        """Wait for every task; cancelled, cancel them and wait all the same."""
         try:
-            conn, _ = await loop.sock_accept(sock)
-        except OSError as exc:
-            if exc.errno not in EXHAUSTED:
-                raise
-            log(exc)
-            await asyncio.sleep(ACCEPT_RETRY_DELAY)
-            continue
-        task_group.start_soon(_serve_one, loop, conn, handler)
+            while self._accepting or self._tasks:
+                self._waiter = self._loop.create_future()
+                await self._waiter
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                while self._tasks:
+                    for task in self._tasks:
+                        task.cancel()
+                    await asyncio.wait(set(self._tasks))
+            raise
 
 
 async def _serve_one(
