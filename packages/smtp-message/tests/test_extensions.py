@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import smtp_message
-from smtp_message import Extensions, Reply, ServerSettings
+from smtp_message import Ehlo, Extensions, Reply, ServerConnection, ServerSettings
 
 
 def test_extensions_from_ehlo_reply() -> None:
@@ -118,3 +118,34 @@ def test_public_names_are_exported_from_the_package() -> None:
     public = {n for n in dir(smtp_message) if not n.startswith("_")}
     assert public - set(smtp_message.__all__) <= {"annotations", "contextlib"}
     assert smtp_message.replies.BAD_SEQUENCE.code == 503
+
+
+_LABEL = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", fullmatch=True)
+_DOMAIN = st.lists(_LABEL, min_size=1, max_size=6).map(".".join).filter(lambda d: len(d) <= 255)
+
+
+@given(
+    hostname=_DOMAIN,
+    client=st.one_of(_DOMAIN, st.sampled_from(["[192.0.2.1]", "[IPv6:2001:db8::1]"])),
+    tls_active=st.booleans(),
+    starttls=st.booleans(),
+)
+def test_the_ehlo_reply_is_what_its_lines_serialise_to(
+    hostname: str, client: str, tls_active: bool, starttls: bool
+) -> None:
+    """RFC 5321 4.1.1.1 and 4.5.3.1.5: the EHLO reply built from cached
+    extension lines is exactly the reply its lines make, octet for octet,
+    for short and long (wrapped) names alike; and every line fits in 512
+    octets."""
+    settings = ServerSettings(hostname=hostname, starttls=starttls)
+    conn = ServerConnection(settings, tls_active=tls_active)
+    reply = conn.ehlo_reply(Ehlo(client))
+    rebuilt = Reply(reply.code, reply.enhanced, reply.lines)
+    assert reply == rebuilt
+    assert reply.to_bytes() == rebuilt.to_bytes()
+    assert reply.lines[0] == f"{hostname} Hello {client}"
+    lines = reply.to_bytes().split(b"\r\n")[:-1]
+    assert all(len(line) + 2 <= 512 for line in lines)
+    assert (b"STARTTLS" in reply.to_bytes()) == (starttls and not tls_active)
+    # The greeting is cached too, and still names the server.
+    assert conn.greeting().to_bytes() == f"220 {hostname} ESMTP ready\r\n".encode()

@@ -38,6 +38,15 @@ _ENHANCED_PREFIX = re.compile(rf"([245]\.{_NUM}\.{_NUM})(?: |$)")
 _BAD_TEXT = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def _safe_line(line: str) -> bool:
+    """Whether ``line`` can be one reply line as it is.
+
+    That is: no control character, and short enough never to need wrapping
+    (even at 4 UTF-8 octets a character).
+    """
+    return len(line) <= (MAX_REPLY_LINE - 32) // 4 and _BAD_TEXT.search(line) is None
+
+
 def _to_lines(value: str | Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -131,6 +140,23 @@ class Reply:
             wire = self._serialise()
             object.__setattr__(self, "_wire", wire)
         return wire
+
+    @classmethod
+    def _trusted(
+        cls, code: int, enhanced: str | None, lines: tuple[str, ...], wire: bytes
+    ) -> Reply:
+        """A reply built from parts already checked, with its wire form.
+
+        Internal: for replies made per session from cached parts (the EHLO
+        reply), which the validators and :meth:`_serialise` would check and
+        build again each time.  The caller vouches for every invariant.
+        """
+        reply = object.__new__(cls)
+        object.__setattr__(reply, "code", code)
+        object.__setattr__(reply, "enhanced", enhanced)
+        object.__setattr__(reply, "lines", lines)
+        object.__setattr__(reply, "_wire", wire)
+        return reply
 
     def _serialise(self) -> bytes:
         code = str(self.code)

@@ -85,7 +85,7 @@ from ._replies import (
     TLS_REQUIRED,
     TOO_MANY_RECIPIENTS,
 )
-from ._reply import Reply
+from ._reply import Reply, _safe_line
 from ._state import (
     AUTH_RESPONSE,
     END_OF_DATA,
@@ -96,6 +96,9 @@ from ._state import (
     server_is_legal,
     server_next,
 )
+
+#: Greetings kept per settings, by text (a hook could vary the text).
+MAX_CACHED_GREETINGS = 16
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -221,6 +224,15 @@ class ServerSettings:
         factory=dict, init=False, eq=False, hash=False, repr=False
     )
 
+    # The EHLO reply's extension lines and their wire form, likewise; and
+    # the greetings by text.
+    _hello_cache: dict[tuple[bool, bool], tuple[tuple[str, ...], bytes]] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False
+    )
+    _greetings: dict[str, Reply] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False
+    )
+
     def __attrs_post_init__(self) -> None:
         if self.binarymime and not self.chunking:
             # RFC 3030 3: BINARYMIME requires CHUNKING.
@@ -239,6 +251,19 @@ class ServerSettings:
             cached = self._extensions_cache[key] = self._build_extensions(
                 tls_active=tls_active, authenticated=authenticated
             )
+        return cached
+
+    def _hello_tail(
+        self, *, tls_active: bool, authenticated: bool
+    ) -> tuple[tuple[str, ...], bytes]:
+        key = (tls_active, authenticated)
+        cached = self._hello_cache.get(key)
+        if cached is None:
+            lines = tuple(
+                self.extensions(tls_active=tls_active, authenticated=authenticated).lines()
+            )
+            wire = Reply(250, None, lines).to_bytes() if lines else b""
+            cached = self._hello_cache[key] = (lines, wire)
         return cached
 
     def _build_extensions(self, *, tls_active: bool, authenticated: bool) -> Extensions:
@@ -710,9 +735,15 @@ class ServerConnection:
 
     def greeting(self, text: str = "ESMTP ready") -> Reply:
         """The usual 220 greeting (RFC 5321 4.2: it starts with our name)."""
-        kind = "LMTP" if self.settings.lmtp else ""
-        text = text if not kind else text.replace("ESMTP", kind)
-        return Reply(220, None, f"{self.settings.hostname} {text}")
+        settings = self.settings
+        reply = settings._greetings.get(text)
+        if reply is None:
+            kind = "LMTP" if settings.lmtp else ""
+            line = f"{settings.hostname} {text if not kind else text.replace('ESMTP', kind)}"
+            reply = Reply(220, None, line)
+            if len(settings._greetings) < MAX_CACHED_GREETINGS:
+                settings._greetings[text] = reply
+        return reply
 
     def ehlo_reply(self, hello: Helo | Ehlo | Lhlo | None = None) -> Reply:
         """The 250 reply to HELO/EHLO/LHLO, with the extensions for EHLO/LHLO.
@@ -725,12 +756,15 @@ class ServerConnection:
             first += f" {hello.domain}"
         if isinstance(hello, Helo):
             return Reply(250, None, first)
-        return Reply(250, None, [first, *self._hello_extensions().lines()])
-
-    def _hello_extensions(self) -> Extensions:
-        return self.settings.extensions(
+        lines, tail = self.settings._hello_tail(
             tls_active=self.tls_active, authenticated=self.auth_identity is not None
         )
+        if lines and _safe_line(first):
+            # The usual case, without checking and serialising the same
+            # extension lines for every session.
+            wire = f"250-{first}\r\n".encode() + tail
+            return Reply._trusted(250, None, (first, *lines), wire)
+        return Reply(250, None, [first, *lines])
 
     @property
     def extensions(self) -> Extensions:
