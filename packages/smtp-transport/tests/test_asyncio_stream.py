@@ -417,3 +417,32 @@ async def test_a_failing_handler_is_logged_and_accepting_goes_on(
     assert len(failures) == 1
     assert failures[0].exc_info is not None
     assert "handler bug" in str(failures[0].exc_info[1])
+
+
+@asyncio_only
+async def test_cancelling_the_task_group_respects_a_shielded_cleanup() -> None:
+    """A connection's handler that is already in a shielded cleanup when the
+    group is cancelled finishes it (anyio's shield holds, as for tasks the
+    group started itself), and the group still waits for it."""
+    events: list[str] = []
+    in_cleanup = anyio.Event()
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                in_cleanup.set()
+                await anyio.sleep(0.3)
+                events.append("cleanup done")
+        finally:
+            await stream.aclose()
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            await in_cleanup.wait()
+            tg.cancel_scope.cancel()
+        events.append("group exited")
+        await client.aclose()
+    assert events == ["cleanup done", "group exited"]

@@ -30,7 +30,7 @@ from anyio.abc import SocketAttribute
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Awaitable, Callable, Coroutine, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
 __all__ = [
     "ACCEPT_RETRY_DELAY",
@@ -452,7 +452,7 @@ async def serve_asyncio(
                 log(exc)
                 await asyncio.sleep(ACCEPT_RETRY_DELAY)
                 continue
-            tasks.spawn(_serve_one(loop, conn, handler))
+            tasks.spawn(conn, handler)
     finally:
         tasks.close()
 
@@ -462,13 +462,25 @@ class _Tasks:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Each task runs in a cancel scope of its own, which the watcher
+        #: cancels: ``Task.cancel()`` would break through a handler's
+        #: shielded cleanup, a scope respects it.
+        self._tasks: dict[asyncio.Task[None], anyio.CancelScope] = {}
         self._accepting = True
+        self._finished = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
+    def spawn(
+        self, conn: socket.socket, handler: Callable[[AsyncioSocketStream], Awaitable[object]]
+    ) -> None:
+        if self._finished:
+            # The watcher (and so the task group) is gone: nobody would
+            # wait for this connection.
+            conn.close()
+            return
+        scope = anyio.CancelScope()
+        task = self._loop.create_task(_serve_one(self._loop, conn, handler, scope))
+        self._tasks[task] = scope
         task.add_done_callback(self._done)
 
     def close(self) -> None:
@@ -477,7 +489,7 @@ class _Tasks:
         self._wake()
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("connection task failed", exc_info=exc)
         if not self._tasks:
@@ -497,23 +509,30 @@ class _Tasks:
         except BaseException:
             with anyio.CancelScope(shield=True):
                 while self._tasks:
-                    for task in self._tasks:
-                        task.cancel()
+                    for scope in self._tasks.values():
+                        scope.cancel()
                     await asyncio.wait(set(self._tasks))
             raise
+        finally:
+            self._finished = True
 
 
 async def _serve_one(
     loop: asyncio.AbstractEventLoop,
     conn: socket.socket,
     handler: Callable[[AsyncioSocketStream], Awaitable[object]],
+    scope: anyio.CancelScope,
 ) -> None:
-    try:
-        transport, protocol = await loop.connect_accepted_socket(StreamProtocol, conn)
-    except OSError:
-        conn.close()
-        return
-    await handler(AsyncioSocketStream(transport, protocol))
+    with scope:
+        try:
+            transport, protocol = await loop.connect_accepted_socket(StreamProtocol, conn)
+        except OSError:
+            conn.close()
+            return
+        except BaseException:
+            conn.close()  # cancelled before the transport took it
+            raise
+        await handler(AsyncioSocketStream(transport, protocol))
 
 
 async def connect_tcp(
