@@ -355,6 +355,23 @@ async def test_linger_close_gives_up_on_a_peer_that_never_closes() -> None:
         release.set()
 
 
+async def _cancel_with_a_connection(
+    handler: Callable[[AsyncioSocketStream], Awaitable[None]], ready: anyio.Event
+) -> None:
+    """Serve one connection; once ``ready`` is set, cancel the task group.
+
+    Returns when the task group has exited.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            await ready.wait()
+            tg.cancel_scope.cancel()
+        await client.aclose()
+
+
 @asyncio_only
 async def test_cancelling_the_task_group_ends_the_connections_first() -> None:
     """The connections' tasks belong to the task group passed in: cancelling
@@ -374,15 +391,8 @@ async def test_cancelling_the_task_group_ends_the_connections_first() -> None:
                 await stream.aclose()
             events.append("cleaned up")
 
-    with socket.create_server(("127.0.0.1", 0)) as listening:
-        port = listening.getsockname()[1]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve_asyncio, listening, handler, tg)
-            client = await anyio.connect_tcp("127.0.0.1", port)
-            await started.wait()
-            tg.cancel_scope.cancel()
-        events.append("group exited")
-        await client.aclose()
+    await _cancel_with_a_connection(handler, started)
+    events.append("group exited")
     assert events == ["started", "cleaned up", "group exited"]
 
 
@@ -436,13 +446,6 @@ async def test_cancelling_the_task_group_respects_a_shielded_cleanup() -> None:
         finally:
             await stream.aclose()
 
-    with socket.create_server(("127.0.0.1", 0)) as listening:
-        port = listening.getsockname()[1]
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(serve_asyncio, listening, handler, tg)
-            client = await anyio.connect_tcp("127.0.0.1", port)
-            await in_cleanup.wait()
-            tg.cancel_scope.cancel()
-        events.append("group exited")
-        await client.aclose()
+    await _cancel_with_a_connection(handler, in_cleanup)
+    events.append("group exited")
     assert events == ["cleanup done", "group exited"]
