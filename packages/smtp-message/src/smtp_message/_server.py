@@ -469,7 +469,13 @@ class ServerConnection:
         return base
 
     def _next_command_event(self) -> ServerEvent | Sentinel:
-        line = self._buffer.take_line(self._line_limit())
+        buffer = self._buffer
+        base = self.settings.max_line_length
+        # Every limit is at least the base one: the command's own limit is
+        # looked up only for a line longer than that (rare).
+        line = buffer.take_line(base)
+        if line is ReceiveBuffer.TOO_LONG and (limit := self._line_limit()) > base:
+            line = buffer.take_line(limit)
         if line is None:
             return NEED_DATA
         if line is ReceiveBuffer.TOO_LONG:
