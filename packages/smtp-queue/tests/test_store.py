@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import stat
+import threading
 import tracemalloc
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import anyio
 import attrs
@@ -278,6 +280,141 @@ async def test_corrupt_state_quarantines_message_and_state(spool: Path) -> None:
             f"msg/{message_id}",
             f"state/{message_id}",
         ]
+    finally:
+        await store.close()
+
+
+class _FifoWatchdog:
+    """Unblocks a reader stuck on the FIFO at ``path``, and says so.
+
+    Opening a FIFO for reading waits for a writer: a store that did that
+    would hang its worker thread forever.  If a reader is still waiting
+    after ``patience`` seconds, this opens the write end (which lets it go,
+    so the test ends and fails instead of hanging).  Cancelled at once when
+    the store returns, so a passing test never waits for it.
+    """
+
+    def __init__(self, path: Path, patience: float = 10.0) -> None:
+        self.path = path
+        self.reader_was_waiting = False
+        self._timer = threading.Timer(patience, self._release)
+
+    def _release(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no reader
+        except OSError:
+            return
+        self.reader_was_waiting = True
+        os.close(fd)
+
+    def __enter__(self) -> Self:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join()
+
+
+def _set_aside(directory: str) -> list[Path]:
+    return [p for p in Path(directory).iterdir() if p.name != "reason.json"]
+
+
+async def _use(store: FilesystemStore, operation: str, message_id: str) -> None:
+    if operation == "lease":
+        await store.lease(message_id)
+    elif operation == "is_leased":
+        await store.is_leased(message_id)
+    elif operation == "load":
+        await store.load(message_id)
+    elif operation == "body":
+        await body(store, message_id)
+    else:
+        await store.update(message_id, lambda s: attrs.evolve(s, attempts=1))
+
+
+@pytest.mark.parametrize("operation", ["lease", "is_leased", "load", "body", "update"])
+async def test_a_fifo_in_a_message_files_place_is_quarantined_not_waited_on(
+    spool: Path, operation: str
+) -> None:
+    """Hostile spool content: a FIFO where a message file was (put there
+    after a listing) is quarantined with a reason; no operation blocks on it."""
+    store = await opened(spool)
+    try:
+        good = await add(store)
+        bad = await add(store)
+        path = spool / "msg" / bad
+        path.unlink()
+        os.mkfifo(path)
+        with (
+            _FifoWatchdog(path) as watchdog,
+            pytest.raises(CorruptMessageError, match="not a regular file") as info,
+        ):
+            await _use(store, operation, bad)
+        assert not watchdog.reader_was_waiting
+        assert info.value.message_id == bad
+        assert not path.is_symlink()
+        assert not path.exists()
+        (entry,) = await store.quarantined()
+        assert f"msg/{bad}" in entry.source.split(", ")
+        assert [e.id for e in await store.scan()] == [good]
+        await store.load(good)
+    finally:
+        await store.close()
+
+
+async def test_a_fifo_in_a_state_files_place_is_quarantined_not_waited_on(
+    spool: Path,
+) -> None:
+    """The same for ``state/<id>``: read on every load, locked on every update."""
+    store = await opened(spool)
+    try:
+        message_id = await add(store)
+        path = spool / "state" / message_id
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.mkfifo(path)
+        with (
+            _FifoWatchdog(path) as watchdog,
+            pytest.raises(CorruptMessageError, match="state: not a regular file"),
+        ):
+            await store.load(message_id)
+        assert not watchdog.reader_was_waiting
+        (entry,) = await store.quarantined()
+        assert sorted(entry.source.split(", ")) == [f"msg/{message_id}", f"state/{message_id}"]
+    finally:
+        await store.close()
+
+
+async def test_a_symlink_in_a_message_files_place_is_not_followed(
+    spool: Path, tmp_path: Path
+) -> None:
+    """A symlink where a message file was is refused and quarantined: the
+    store never reads, locks or moves the file it points to."""
+    store = await opened(spool)
+    try:
+        message_id = await add(store)
+        path = spool / "msg" / message_id
+        outside = tmp_path / "elsewhere"
+        outside.write_bytes(path.read_bytes())  # a valid message file
+        path.unlink()
+        path.symlink_to(outside)
+        content = outside.read_bytes()
+        with pytest.raises(CorruptMessageError, match="not a regular file"):
+            await store.lease(message_id)
+        with pytest.raises(MessageNotFoundError):
+            await store.load(message_id)
+        (entry,) = await store.quarantined()
+        assert entry.source == f"msg/{message_id}"
+        assert not path.is_symlink()
+        assert not path.exists()
+        # The link itself was set aside; the file it names is untouched and
+        # no lease is held on it.
+        (moved,) = _set_aside(entry.path)
+        assert moved.is_symlink()
+        assert outside.read_bytes() == content
+        with outside.open("rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         await store.close()
 

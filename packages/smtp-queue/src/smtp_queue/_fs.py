@@ -52,6 +52,7 @@ from ._fsformat import (
     lock_exclusive,
     lock_lease,
     new_message_id,
+    open_spool_file,
     preamble,
     probe_lock,
     read_layout,
@@ -238,8 +239,11 @@ class FilesystemStore:
             try:
                 if entry.stat(follow_symlinks=False).st_ctime > young:
                     continue
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_spool_file(path)
             except FileNotFoundError:
+                continue
+            except LayoutError:  # replaced since it was listed
+                self._quarantine([("tmp", entry.name)], "not a regular file")
                 continue
             try:
                 # A live writer holds its lock; a dead one's partial file is
@@ -253,7 +257,10 @@ class FilesystemStore:
 
     def _remove_orphan_state(self, message_id: str) -> None:
         # A state whose message is gone: left by a crash during removal.
-        fd = self._lock_state_file(message_id)
+        try:
+            fd = self._lock_state_file(message_id)
+        except CorruptMessageError:
+            return  # replaced by something else since the listing: quarantined
         if fd is None:
             return
         try:
@@ -446,10 +453,7 @@ class FilesystemStore:
         return lease
 
     def _lease_sync(self, message_id: str) -> _FsLease | None:
-        try:
-            fd = os.open(self._path("msg", message_id), os.O_RDONLY)
-        except FileNotFoundError:
-            raise MessageNotFoundError(message_id) from None
+        fd = self._open_message(message_id)
         try:
             if not lock_lease(fd):
                 os.close(fd)
@@ -481,10 +485,7 @@ class FilesystemStore:
         return await anyio.to_thread.run_sync(self._is_leased_sync, message_id)
 
     def _is_leased_sync(self, message_id: str) -> bool:
-        try:
-            fd = os.open(self._path("msg", message_id), os.O_RDONLY)
-        except FileNotFoundError:
-            raise MessageNotFoundError(message_id) from None
+        fd = self._open_message(message_id)
         try:
             return probe_lock(fd)
         finally:
@@ -503,11 +504,18 @@ class FilesystemStore:
         state = self._read_state(message_id, len(envelope.recipients), arrival)
         return StoredMessage(message_id, arrival, envelope, state, layout.body_length)
 
-    def _read_message(self, message_id: str) -> tuple[float, Envelope, MessageLayout]:
+    def _open_message(self, message_id: str) -> int:
+        """Open ``msg/<id>``; quarantined if it is not a regular file."""
         try:
-            fd = os.open(self._path("msg", message_id), os.O_RDONLY)
+            return open_spool_file(self._path("msg", message_id))
         except FileNotFoundError:
             raise MessageNotFoundError(message_id) from None
+        except LayoutError as exc:
+            self._quarantine_message(message_id, str(exc))
+            raise CorruptMessageError(message_id, str(exc)) from None
+
+    def _read_message(self, message_id: str) -> tuple[float, Envelope, MessageLayout]:
+        fd = self._open_message(message_id)
         try:
             layout = read_layout(fd)
             stored_id, arrival, envelope = decode_header(layout.header)
@@ -522,10 +530,14 @@ class FilesystemStore:
 
     def _read_state(self, message_id: str, recipients: int, arrival: float) -> MessageState:
         try:
-            with open(self._path("state", message_id), "rb") as f:
+            with open(open_spool_file(self._path("state", message_id)), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             data = b""
+        except LayoutError as exc:
+            reason = f"state: {exc}"
+            self._quarantine_message(message_id, reason)
+            raise CorruptMessageError(message_id, reason) from None
         if not data:
             # No change was ever saved (an empty file is a lock placeholder).
             return MessageState.initial(recipients, arrival)
@@ -569,9 +581,12 @@ class FilesystemStore:
         path = self._path("state", message_id)
         while True:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, _PLAIN_MODE)
+                fd = open_spool_file(path, os.O_RDWR | os.O_CREAT, _PLAIN_MODE)
             except FileNotFoundError:
                 return None  # the state directory itself is gone
+            except LayoutError as exc:
+                self._quarantine_message(message_id, f"state: {exc}")
+                raise CorruptMessageError(message_id, f"state: {exc}") from None
             try:
                 lock_exclusive(fd, wait=True)
                 try:

@@ -10,7 +10,7 @@ import anyio.to_thread
 import attrs
 
 from ._errors import CorruptMessageError, MessageNotFoundError
-from ._fsformat import LayoutError, read_layout
+from ._fsformat import LayoutError, open_spool_file, read_layout
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -64,9 +64,13 @@ class BodyReader:
 
     def _open(self) -> None:
         try:
-            fd = os.open(self._path, os.O_RDONLY)
+            fd = open_spool_file(self._path)
         except FileNotFoundError:
             raise MessageNotFoundError(self._id) from None
+        except LayoutError as exc:
+            self._done = True
+            self._quarantine(str(exc))
+            raise CorruptMessageError(self._id, str(exc)) from None
         try:
             layout = read_layout(fd)
         except LayoutError as exc:

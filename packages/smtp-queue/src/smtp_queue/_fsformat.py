@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 
@@ -35,6 +36,7 @@ __all__ = [
     "lock_exclusive",
     "lock_lease",
     "new_message_id",
+    "open_spool_file",
     "probe_lock",
     "read_layout",
     "trailer",
@@ -133,6 +135,40 @@ def read_layout(fd: int) -> MessageLayout:
     if header[-1:] != b"\n":
         raise LayoutError("header not terminated")
     return MessageLayout(header[:-1], body_offset, body_length, int(end[2], 16))
+
+
+#: Added to every open of an existing spool file.  The spool is the queue's
+#: own directory, but what a listing found may be replaced before it is
+#: opened: a symlink is refused (ELOOP), not followed to a file elsewhere,
+#: and a FIFO or device in a file's place neither blocks the open (a worker
+#: thread would wait forever for a writer) nor becomes a terminal.
+_OPEN_SAFELY = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def open_spool_file(path: str, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
+    """Open a file of the spool, which must be a regular file.
+
+    Raises :class:`FileNotFoundError` if it is gone, and
+    :class:`LayoutError` if something else is in its place (a symlink, a
+    FIFO, a socket, a directory, a device): the caller quarantines it.
+    """
+    try:
+        fd = os.open(path, flags | _OPEN_SAFELY, mode)
+    except OSError as exc:
+        # ELOOP: a symlink; ENXIO: a socket, or a FIFO opened for writing;
+        # EISDIR: a directory opened for writing.
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise LayoutError(f"not a regular file ({errno.errorcode[exc.errno]})") from None
+        raise
+    try:
+        kind = stat.S_IFMT(os.fstat(fd).st_mode)
+        if kind != stat.S_IFREG:
+            raise LayoutError(f"not a regular file (mode {kind:o})")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def lock_exclusive(fd: int, *, wait: bool) -> bool:
