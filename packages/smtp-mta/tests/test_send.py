@@ -30,6 +30,7 @@ from smtp_client import (
     SendResult,
     SmartHost,
     Status,
+    TLSMode,
     TLSPolicy,
 )
 from smtp_client import (
@@ -375,6 +376,19 @@ def test_send_is_registered_in_the_command_line() -> None:
         ["send", "--server", "h:25", "--from", "a@b.test", "--to", "c@d.test"]
     )
     assert args.func is _send.main
+
+
+def test_tls_choices_are_the_client_s_modes() -> None:
+    """``--tls`` offers exactly the modes smtp_client knows, no more, no less."""
+    assert tuple(mode.value for mode in TLSMode) == _send.TLS_MODES
+
+
+def test_the_command_line_does_not_import_the_client() -> None:
+    """``smtp-mta sink`` needs neither smtp_client nor dnspython: they are
+    imported when ``send`` sends, so the sink starts sooner."""
+    code = "import sys, smtp_mta._cli; print(sorted({'smtp_client', 'dns'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.anyio
