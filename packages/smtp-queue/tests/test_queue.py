@@ -69,6 +69,24 @@ async def test_enqueue_then_deliver_returns_envelope_and_body(spool: Path) -> No
             await queue.show(message_id)
 
 
+async def test_a_fifo_in_a_message_files_place_does_not_stop_the_queue(spool: Path) -> None:
+    """Hostile spool content at claim time: the queue quarantines the FIFO
+    (never blocks on it, never raises to its worker) and delivers the rest."""
+    async with make_queue(spool) as queue:
+        bad = await queue.enqueue(envelope(), message("bad"))
+        good = await queue.enqueue(envelope(), message("good"))
+        path = spool / "msg" / bad
+        path.unlink()
+        os.mkfifo(path)
+        delivery = await queue.next_delivery()
+        assert delivery.id == good
+        await delivery.record(results([("bob@b.example", delivered())]))
+        assert await queue.try_next_delivery() is None
+        (entry,) = await queue.quarantined()
+        assert entry.source == f"msg/{bad}"
+        assert "not a regular file" in entry.reason
+
+
 async def test_enqueue_streams_chunks_and_bytes_alike(spool: Path) -> None:
     """DESIGN.md: the server streams DATA into the spool in chunks."""
     content = message("big", "x" * 999 + "\r\n") * 700

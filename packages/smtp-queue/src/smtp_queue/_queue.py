@@ -322,8 +322,8 @@ class Queue:
         else:
             try:
                 lease = await self.store.lease(message_id)
-            except MessageNotFoundError:
-                return None
+            except (MessageNotFoundError, CorruptMessageError):
+                return None  # gone, or quarantined (not a message file)
             except OSError:
                 logger.exception("cannot lease %s; trying it again later", message_id)
                 await self._park(message_id, None, 1)

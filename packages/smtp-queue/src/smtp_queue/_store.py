@@ -144,7 +144,9 @@ class Store(Protocol):
     async def lease(self, message_id: str) -> Lease | None:
         """Take the lease on a message; ``None`` if someone else holds it.
 
-        Raises :class:`~smtp_queue.MessageNotFoundError` if it is gone.
+        Raises :class:`~smtp_queue.MessageNotFoundError` if it is gone, and
+        :class:`~smtp_queue.CorruptMessageError` (after quarantining it) if
+        what is there is not a message file.
         """
 
     async def release(self, lease: Lease) -> None:
