@@ -5,7 +5,10 @@ from __future__ import annotations
 import email
 import email.message
 import email.policy
-from typing import TYPE_CHECKING
+import os
+import select
+import threading
+from typing import TYPE_CHECKING, Self
 
 import attrs
 
@@ -131,3 +134,55 @@ def parse(content: bytes) -> email.message.EmailMessage:
     parsed = email.message_from_bytes(content, policy=email.policy.default)
     assert isinstance(parsed, email.message.EmailMessage)
     return parsed
+
+
+class FifoWatchdog:
+    """Unblocks whoever is stuck opening the FIFO at ``path``, and says so.
+
+    Opening a FIFO waits for the other end: a store that did that would
+    hang its worker thread forever.  If a reader or a writer is still
+    waiting after ``patience`` seconds, this opens the other end (which
+    lets it go, so the test ends and fails instead of hanging), again
+    every second.  Cancelled at once when the store returns, so a passing
+    test never waits for it.
+    """
+
+    def __init__(self, path: Path, patience: float = 10.0) -> None:
+        self.path = path
+        self.patience = patience
+        self.reader_was_waiting = False
+        self.writer_was_waiting = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        wait = self.patience
+        while not self._stop.wait(wait):
+            wait = 1.0
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no reader
+            except OSError:
+                pass
+            else:
+                self.reader_was_waiting = True
+                os.close(fd)
+            # A reader that opens without blocking; a writer sees its end
+            # open and goes on (what it writes is discarded with the FIFO).
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                # What a writer let go writes comes within the second.
+                if select.select([fd], [], [], 1.0)[0] and os.read(fd, 65536):
+                    self.writer_was_waiting = True
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

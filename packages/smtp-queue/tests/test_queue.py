@@ -18,6 +18,7 @@ from support import (
     SETTINGS,
     START,
     FakeClock,
+    FifoWatchdog,
     chunks,
     delivered,
     envelope,
@@ -78,7 +79,9 @@ async def test_a_fifo_in_a_message_files_place_does_not_stop_the_queue(spool: Pa
         path = spool / "msg" / bad
         path.unlink()
         os.mkfifo(path)
-        delivery = await queue.next_delivery()
+        with FifoWatchdog(path) as watchdog:
+            delivery = await queue.next_delivery()
+        assert not watchdog.reader_was_waiting
         assert delivery.id == good
         await delivery.record(results([("bob@b.example", delivered())]))
         assert await queue.try_next_delivery() is None

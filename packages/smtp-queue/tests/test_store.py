@@ -7,15 +7,14 @@ import fcntl
 import json
 import os
 import stat
-import threading
 import tracemalloc
 from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 import pytest
-from support import START, chunks, envelope, message
+from support import START, FifoWatchdog, chunks, envelope, message
 
 from smtp_queue import (
     CorruptMessageError,
@@ -284,38 +283,6 @@ async def test_corrupt_state_quarantines_message_and_state(spool: Path) -> None:
         await store.close()
 
 
-class _FifoWatchdog:
-    """Unblocks a reader stuck on the FIFO at ``path``, and says so.
-
-    Opening a FIFO for reading waits for a writer: a store that did that
-    would hang its worker thread forever.  If a reader is still waiting
-    after ``patience`` seconds, this opens the write end (which lets it go,
-    so the test ends and fails instead of hanging).  Cancelled at once when
-    the store returns, so a passing test never waits for it.
-    """
-
-    def __init__(self, path: Path, patience: float = 10.0) -> None:
-        self.path = path
-        self.reader_was_waiting = False
-        self._timer = threading.Timer(patience, self._release)
-
-    def _release(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: no reader
-        except OSError:
-            return
-        self.reader_was_waiting = True
-        os.close(fd)
-
-    def __enter__(self) -> Self:
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        self._timer.join()
-
-
 def _set_aside(directory: str) -> list[Path]:
     return [p for p in Path(directory).iterdir() if p.name != "reason.json"]
 
@@ -347,7 +314,7 @@ async def test_a_fifo_in_a_message_files_place_is_quarantined_not_waited_on(
         path.unlink()
         os.mkfifo(path)
         with (
-            _FifoWatchdog(path) as watchdog,
+            FifoWatchdog(path) as watchdog,
             pytest.raises(CorruptMessageError, match="not a regular file") as info,
         ):
             await _use(store, operation, bad)
@@ -375,7 +342,7 @@ async def test_a_fifo_in_a_state_files_place_is_quarantined_not_waited_on(
             path.unlink()
         os.mkfifo(path)
         with (
-            _FifoWatchdog(path) as watchdog,
+            FifoWatchdog(path) as watchdog,
             pytest.raises(CorruptMessageError, match="state: not a regular file"),
         ):
             await store.load(message_id)
@@ -417,6 +384,59 @@ async def test_a_symlink_in_a_message_files_place_is_not_followed(
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         await store.close()
+
+
+async def test_a_fifo_in_the_state_files_place_during_an_update_is_quarantined(
+    spool: Path,
+) -> None:
+    """update() locks ``state/<id>`` first: a FIFO there is quarantined, not
+    waited on."""
+    store = await opened(spool)
+    try:
+        message_id = await add(store)
+        path = spool / "state" / message_id
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.mkfifo(path)
+        with (
+            FifoWatchdog(path) as watchdog,
+            pytest.raises(CorruptMessageError, match="state: not a regular file"),
+        ):
+            await store.update(message_id, lambda s: attrs.evolve(s, attempts=1))
+        assert not watchdog.reader_was_waiting
+        assert [e.source for e in await store.quarantined()] == [
+            f"msg/{message_id}, state/{message_id}"
+        ]
+    finally:
+        await store.close()
+
+
+async def test_a_fifo_as_the_change_log_does_not_block_an_enqueue(spool: Path) -> None:
+    """The change log is written after every commit; a FIFO put in its place
+    loses the notice (other processes rescan) and never blocks the commit."""
+    store = await opened(spool)
+    try:
+        path = spool / "changes"
+        path.unlink()
+        os.mkfifo(path)
+        with FifoWatchdog(path) as watchdog:
+            message_id = await add(store)
+        assert not watchdog.writer_was_waiting
+        assert [e.id for e in await store.scan()] == [message_id]
+    finally:
+        await store.close()
+
+
+async def test_a_fifo_as_the_spool_marker_is_refused(spool: Path) -> None:
+    """Opening a spool whose marker is not a regular file fails at once."""
+    store = await opened(spool)
+    await store.close()
+    marker = spool / "smtp-queue.json"
+    marker.unlink()
+    os.mkfifo(marker)
+    with FifoWatchdog(marker) as watchdog, pytest.raises(SpoolError, match="not a regular"):
+        await opened(spool)
+    assert not watchdog.reader_was_waiting
 
 
 async def test_leases_exclude_across_store_instances(spool: Path) -> None:

@@ -189,7 +189,9 @@ class FilesystemStore:
 
     def _check_marker(self, marker: Path) -> None:
         try:
-            info = json.loads(marker.read_bytes())
+            fd = open_spool_file(str(marker))
+            with open(fd, "rb") as f:
+                info = json.loads(f.read())
         except (OSError, ValueError) as exc:
             raise SpoolError(f"unreadable spool marker {marker}: {exc}") from None
         if not isinstance(info, dict) or info.get("format") != _FORMAT:

@@ -73,8 +73,10 @@ class BodyReader:
             raise CorruptMessageError(self._id, str(exc)) from None
         try:
             layout = read_layout(fd)
-        except LayoutError as exc:
+        except BaseException as exc:
             os.close(fd)
+            if not isinstance(exc, LayoutError):
+                raise  # a read error (EIO): the descriptor is not leaked
             self._done = True
             self._quarantine(str(exc))
             raise CorruptMessageError(self._id, str(exc)) from None

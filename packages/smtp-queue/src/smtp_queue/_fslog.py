@@ -15,7 +15,8 @@ import secrets
 
 import attrs
 
-from ._fsformat import ID_PATTERN, MessageWriter, write_all
+from ._errors import SpoolError
+from ._fsformat import ID_PATTERN, LayoutError, MessageWriter, open_spool_file, write_all
 
 __all__ = ["CHANGES_LIMIT", "ChangeLog"]
 
@@ -40,7 +41,10 @@ class ChangeLog:
 
     def open(self) -> None:
         """Start reading at the current end (a scan covers what came before)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = open_spool_file(self.path, os.O_RDWR | os.O_CREAT)
+        except LayoutError as exc:
+            raise SpoolError(f"{self.path}: {exc}") from None
         st = os.fstat(fd)
         self.close()
         self._fd, self._ino, self._offset = fd, st.st_ino, st.st_size
@@ -57,7 +61,7 @@ class ChangeLog:
         A lost line only delays another process until its next full scan.
         """
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_spool_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 write_all(fd, f"{self.token} {message_id}\n".encode("ascii"))
                 size = os.fstat(fd).st_size
@@ -70,7 +74,7 @@ class ChangeLog:
                 )
                 os.replace(fresh.path, self.path)
                 fresh.close()
-        except OSError as exc:
+        except (OSError, LayoutError) as exc:
             logger.debug("could not log a change to %s: %s", self.path, exc)
 
     def poll(self) -> list[str] | None:

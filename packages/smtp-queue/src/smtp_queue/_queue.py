@@ -413,6 +413,9 @@ class Queue:
         except MessageNotFoundError:
             logger.info("message %s was removed during its delivery", stored.id)
             saved = True
+        except CorruptMessageError as exc:
+            logger.warning("message %s was quarantined during its delivery: %s", stored.id, exc)
+            saved = True
         finally:
             with anyio.CancelScope(shield=True):
                 # If the store failed (a full disk), the message keeps the

@@ -187,11 +187,12 @@ class Store(Protocol):
         message in progress anywhere; returning ``None`` removes the message.
         When this returns, the change is durable.  Raises
         :class:`~smtp_queue.MessageNotFoundError` if the message is gone,
-        and :class:`OSError` if the change could not be made durable: it
-        may then be in place already (the rename done, the directory's
-        fsync failed), so readers see it, and a crash may or may not undo
-        it.  Callers treat it as not saved and let the next attempt read
-        whichever state is there.
+        :class:`~smtp_queue.CorruptMessageError` (after quarantining it) if
+        its files are not what they should be, and :class:`OSError` if the
+        change could not be made durable: it may then be in place already
+        (the rename done, the directory's fsync failed), so readers see it,
+        and a crash may or may not undo it.  Callers treat it as not saved
+        and let the next attempt read whichever state is there.
         Updating does not need the lease: operators hold, release and delete
         messages while a delivery is in progress.
         """
