@@ -330,10 +330,12 @@ async def test_a_fifo_in_a_message_files_place_is_quarantined_not_waited_on(
         await store.close()
 
 
+@pytest.mark.parametrize("operation", ["load", "update"])
 async def test_a_fifo_in_a_state_files_place_is_quarantined_not_waited_on(
-    spool: Path,
+    spool: Path, operation: str
 ) -> None:
-    """The same for ``state/<id>``: read on every load, locked on every update."""
+    """The same for ``state/<id>``: read on every load, locked first on
+    every update."""
     store = await opened(spool)
     try:
         message_id = await add(store)
@@ -345,10 +347,11 @@ async def test_a_fifo_in_a_state_files_place_is_quarantined_not_waited_on(
             FifoWatchdog(path) as watchdog,
             pytest.raises(CorruptMessageError, match="state: not a regular file"),
         ):
-            await store.load(message_id)
+            await _use(store, operation, message_id)
         assert not watchdog.reader_was_waiting
-        (entry,) = await store.quarantined()
-        assert sorted(entry.source.split(", ")) == [f"msg/{message_id}", f"state/{message_id}"]
+        assert [e.source for e in await store.quarantined()] == [
+            f"msg/{message_id}, state/{message_id}"
+        ]
     finally:
         await store.close()
 
@@ -382,31 +385,6 @@ async def test_a_symlink_in_a_message_files_place_is_not_followed(
         assert outside.read_bytes() == content
         with outside.open("rb") as f:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    finally:
-        await store.close()
-
-
-async def test_a_fifo_in_the_state_files_place_during_an_update_is_quarantined(
-    spool: Path,
-) -> None:
-    """update() locks ``state/<id>`` first: a FIFO there is quarantined, not
-    waited on."""
-    store = await opened(spool)
-    try:
-        message_id = await add(store)
-        path = spool / "state" / message_id
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        os.mkfifo(path)
-        with (
-            FifoWatchdog(path) as watchdog,
-            pytest.raises(CorruptMessageError, match="state: not a regular file"),
-        ):
-            await store.update(message_id, lambda s: attrs.evolve(s, attempts=1))
-        assert not watchdog.reader_was_waiting
-        assert [e.source for e in await store.quarantined()] == [
-            f"msg/{message_id}, state/{message_id}"
-        ]
     finally:
         await store.close()
 
