@@ -21,6 +21,10 @@ working tree), each run with the same interpreter and libraries::
     git worktree add /tmp/base main
     python benchmarks/instructions_server.py --tree /tmp/base --tree .
 
+Other servers are measured the same way with ``--command``, e.g.
+``--command "python benchmarks/canned_sink.py 127.0.0.1:{port}"`` or
+``--command "python -m aiosmtpd -n -c aiosmtpd.handlers.Sink -l 127.0.0.1:{port}"``.
+
 Needs ``valgrind`` and ``smtp-source`` (Debian: valgrind, postfix); it is
 not part of ``nox -s bench``.
 """
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -63,15 +68,21 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not start listening")
 
 
-def instructions(tree: Path, scenario: str, messages: int) -> int:
-    """Instructions the server executes in a whole run with ``messages``."""
+def instructions(tree: Path, scenario: str, messages: int, command: str | None = None) -> int:
+    """Instructions the server executes in a whole run with ``messages``.
+
+    ``command`` replaces the sink: a command line with ``{port}`` in it.
+    """
     sources = sorted(str(p) for p in (tree / "packages").glob("*/src"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sources), PYTHONHASHSEED="0")
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        server = [sys.executable, "-m", "smtp_mta._cli", "sink", "--discard"]
-        server += ["--max-size", "0", "--listen", f"127.0.0.1:{port}", "--backend", "asyncio"]
+        if command is not None:
+            server = shlex.split(command.format(port=port))
+        else:
+            server = [sys.executable, "-m", "smtp_mta._cli", "sink", "--discard"]
+            server += ["--max-size", "0", "--listen", f"127.0.0.1:{port}", "--backend", "asyncio"]
         proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *server],
             env=env,
@@ -102,6 +113,11 @@ def main() -> None:
     parser.add_argument("--scenario", choices=["1", "100"], action="append")
     parser.add_argument("--small", type=int, default=100, help="messages in the first run")
     parser.add_argument("--large", type=int, default=400, help="messages in the second run")
+    parser.add_argument(
+        "--command",
+        help="measure this server instead of the sink (a command line with {port}; "
+        "it must exit on SIGINT); run from --tree's checkout",
+    )
     args = parser.parse_args()
     trees = args.tree or [Path(__file__).resolve().parent.parent]
     for scenario in args.scenario or ["1", "100"]:
@@ -109,8 +125,8 @@ def main() -> None:
         scale = 5 if scenario == "100" else 1
         small, large = args.small * scale, args.large * scale
         for tree in trees:
-            a = instructions(tree, scenario, small)
-            b = instructions(tree, scenario, large)
+            a = instructions(tree, scenario, small, args.command)
+            b = instructions(tree, scenario, large, args.command)
             per = (b - a) / (large - small)
             print(f"{scenario:>3}/conn  {per:12,.0f} instructions/message  {tree}", flush=True)
 
