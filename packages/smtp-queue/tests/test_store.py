@@ -23,10 +23,11 @@ from smtp_queue import (
     MessageState,
     SpoolError,
 )
+from smtp_queue import _fs as fs
 from smtp_queue._fsformat import read_layout
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
 
     from smtp_queue import Envelope
 
@@ -167,6 +168,89 @@ async def test_orphan_state_is_removed_on_open(spool: Path) -> None:
     try:
         assert os.listdir(spool / "state") == []
         assert await store.quarantined() == []
+    finally:
+        await store.close()
+
+
+async def test_a_tmp_file_replaced_after_the_listing_is_quarantined(
+    spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partial write that becomes a FIFO between the tmp/ listing and its
+    open is set aside as "not a regular file", and the open neither blocks
+    on it nor fails.  The race is forced, not waited for: the listing
+    function is wrapped to swap the real file for a real FIFO just after it
+    returns (no timing could hit that window reliably)."""
+    store = await opened(spool)
+    await store.close()
+    name = "d" * 28 + ".msg"
+    path = spool / "tmp" / name
+    path.write_bytes(b"SMTPQ/1 10\n{partial")
+    listed = fs._scandir
+    swapped = []
+
+    def scandir_then_swap(directory: str) -> list[os.DirEntry[str]]:
+        entries = listed(directory)
+        if not swapped and any(e.name == name for e in entries):
+            swapped.append(name)
+            path.unlink()
+            os.mkfifo(path)
+        return entries
+
+    monkeypatch.setattr(fs, "_scandir", scandir_then_swap)
+    # The FIFO is made just now, and a ctime cannot be set back: a negative
+    # grace counts it as old (with 0 its ctime may tick past the clock).
+    store = FilesystemStore(spool, tmp_grace=-5.0)
+    with FifoWatchdog(path) as watchdog:
+        await store.open()
+    try:
+        assert swapped
+        assert not watchdog.reader_was_waiting
+        assert not path.exists()
+        (entry,) = await store.quarantined()
+        assert entry.source == f"tmp/{name}"
+        assert "not a regular file" in entry.reason
+        (moved,) = _set_aside(entry.path)
+        assert moved.is_fifo()
+    finally:
+        await store.close()
+
+
+async def test_an_orphan_state_replaced_after_the_listing_is_quarantined(
+    spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An orphan state file (its message gone: a crash during removal) that
+    becomes a FIFO between the state/ listing and its removal is quarantined,
+    not opened for good, and the store still opens.  The race is forced by
+    wrapping the listing, as above."""
+    store = await opened(spool)
+    message_id = await add(store)
+    await store.update(message_id, lambda s: attrs.evolve(s, attempts=3))
+    os.unlink(spool / "msg" / message_id)
+    await store.close()
+    path = spool / "state" / message_id
+    listing = fs._listing
+    swapped = []
+
+    def listing_then_swap(directory: str) -> Iterator[tuple[str, bool]]:
+        yield from listing(directory)
+        if not swapped and Path(directory) == spool / "state":
+            swapped.append(directory)
+            path.unlink()
+            os.mkfifo(path)
+
+    monkeypatch.setattr(fs, "_listing", listing_then_swap)
+    store = FilesystemStore(spool)
+    with FifoWatchdog(path) as watchdog:
+        await store.open()
+    try:
+        assert swapped
+        assert not path.exists()
+        assert not watchdog.reader_was_waiting
+        (entry,) = await store.quarantined()
+        assert entry.source == f"state/{message_id}"
+        assert "state: not a regular file" in entry.reason
+        assert os.listdir(spool / "state") == []
+        assert await store.scan() == []
     finally:
         await store.close()
 
