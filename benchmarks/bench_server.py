@@ -266,7 +266,7 @@ def main() -> None:
     width = max(len(s.name) for s in servers)
     print(f"\nmedian of {args.rounds} interleaved rounds; {n} messages per throughput run")
     # The ratios move with the interpreter (aiosmtpd and asyncio change
-    # between versions): say which one every server ran on.
+    # between versions): say which one the Python servers ran on.
     print(f"Python {platform.python_version()} ({PYTHON})")
     print(f"{'server':<{width}}  " + "  ".join(f"{s:>16}" for s in scenarios))
     for server in servers:
@@ -290,7 +290,7 @@ def main() -> None:
     print("CPU us: the server's user+system CPU per message (ratio: aiosmtpd's / this),")
     print("which a busy neighbour on a shared machine disturbs less than wall time.")
     print("sys us: the kernel's part of the 1/conn CPU (accept, the 7 replies' sends, the")
-    print("reads, close): much the same for every server, it bounds how far ahead any gets.")
+    print("reads, close): mostly work every server pays, though it varies between runs.")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,10 @@ working tree), each run with the same interpreter and libraries::
     python benchmarks/instructions_server.py --tree /tmp/base --tree .
 
 Other servers are measured the same way with ``--command``, e.g.
-``--command "python benchmarks/canned_sink.py 127.0.0.1:{port}"`` or
-``--command "python -m aiosmtpd -n -c aiosmtpd.handlers.Sink -l 127.0.0.1:{port}"``.
+``--command "{python} benchmarks/canned_sink.py 127.0.0.1:{port}"`` or
+``--command "{python} -m aiosmtpd -n -c aiosmtpd.handlers.Sink -l 127.0.0.1:{port}"``
+(``{python}`` is this interpreter: valgrind must start the real binary, not
+a shim script, or it counts the shim).
 
 Needs ``valgrind`` and ``smtp-source`` (Debian: valgrind, postfix); it is
 not part of ``nox -s bench``.
@@ -79,7 +81,9 @@ def instructions(tree: Path, scenario: str, messages: int, command: str | None =
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         if command is not None:
-            server = shlex.split(command.format(port=port))
+            server = shlex.split(
+                command.replace("{port}", str(port)).replace("{python}", sys.executable)
+            )
         else:
             server = [sys.executable, "-m", "smtp_mta._cli", "sink", "--discard"]
             server += ["--max-size", "0", "--listen", f"127.0.0.1:{port}", "--backend", "asyncio"]
@@ -115,8 +119,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=400, help="messages in the second run")
     parser.add_argument(
         "--command",
-        help="measure this server instead of the sink (a command line with {port}; "
-        "it must exit on SIGINT); run from --tree's checkout",
+        help="measure this server instead of the sink: a command line with {port} "
+        "and optionally {python}; it must exit on SIGINT",
     )
     args = parser.parse_args()
     trees = args.tree or [Path(__file__).resolve().parent.parent]

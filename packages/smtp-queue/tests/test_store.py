@@ -186,7 +186,7 @@ async def test_a_tmp_file_replaced_after_the_listing_is_quarantined(
     path = spool / "tmp" / name
     path.write_bytes(b"SMTPQ/1 10\n{partial")
     listed = fs._scandir
-    swapped = []
+    swapped: list[str] = []
 
     def scandir_then_swap(directory: str) -> list[os.DirEntry[str]]:
         entries = listed(directory)
@@ -229,7 +229,7 @@ async def test_an_orphan_state_replaced_after_the_listing_is_quarantined(
     await store.close()
     path = spool / "state" / message_id
     listing = fs._listing
-    swapped = []
+    swapped: list[str] = []
 
     def listing_then_swap(directory: str) -> Iterator[tuple[str, bool]]:
         yield from listing(directory)
