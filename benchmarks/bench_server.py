@@ -279,9 +279,9 @@ def main() -> None:
             elif "sys" in scenario:  # a part of the CPU column, no ratio
                 cells.append(f"{value:>16.0f}")
             elif ref and "CPU" in scenario:  # lower is better: aiosmtpd's CPU / ours
-                cells.append(f"{value:>9.0f} ({ref / value:4.2f}x)")
+                cells.append(f"{f'{value:.0f} ({ref / value:.2f}x)':>16}")
             elif ref and "RSS" not in scenario:
-                cells.append(f"{value:>9.0f} ({value / ref:4.2f}x)")
+                cells.append(f"{f'{value:.0f} ({value / ref:.2f}x)':>16}")
             else:
                 cells.append(f"{value:>16.1f}")
         print(f"{server.name:<{width}}  " + "  ".join(cells))
