@@ -513,8 +513,7 @@ class FilesystemStore:
         except FileNotFoundError:
             raise MessageNotFoundError(message_id) from None
         except LayoutError as exc:
-            self._quarantine_message(message_id, str(exc))
-            raise CorruptMessageError(message_id, str(exc)) from None
+            raise self._corrupt(message_id, str(exc)) from None
 
     def _read_message(self, message_id: str) -> tuple[float, Envelope, MessageLayout]:
         fd = self._open_message(message_id)
@@ -524,8 +523,7 @@ class FilesystemStore:
             if stored_id != message_id:
                 raise CodecError(f"the file holds message {stored_id!r}")
         except (LayoutError, CodecError) as exc:
-            self._quarantine_message(message_id, str(exc))
-            raise CorruptMessageError(message_id, str(exc)) from None
+            raise self._corrupt(message_id, str(exc)) from None
         finally:
             os.close(fd)
         return arrival, envelope, layout
@@ -537,18 +535,14 @@ class FilesystemStore:
         except FileNotFoundError:
             data = b""
         except LayoutError as exc:
-            reason = f"state: {exc}"
-            self._quarantine_message(message_id, reason)
-            raise CorruptMessageError(message_id, reason) from None
+            raise self._corrupt(message_id, f"state: {exc}") from None
         if not data:
             # No change was ever saved (an empty file is a lock placeholder).
             return MessageState.initial(recipients, arrival)
         try:
             return decode_state(data, recipients)
         except CodecError as exc:
-            reason = f"bad state: {exc}"
-            self._quarantine_message(message_id, reason)
-            raise CorruptMessageError(message_id, reason) from None
+            raise self._corrupt(message_id, f"bad state: {exc}") from None
 
     def body(self, message_id: str) -> BodyReader:
         """Stream the body, checking its length and CRC."""
@@ -587,8 +581,7 @@ class FilesystemStore:
             except FileNotFoundError:
                 return None  # the state directory itself is gone
             except LayoutError as exc:
-                self._quarantine_message(message_id, f"state: {exc}")
-                raise CorruptMessageError(message_id, f"state: {exc}") from None
+                raise self._corrupt(message_id, f"state: {exc}") from None
             try:
                 lock_exclusive(fd, wait=True)
                 try:
@@ -657,6 +650,11 @@ class FilesystemStore:
 
     def _quarantine_message(self, message_id: str, reason: str) -> None:
         self._quarantine([("msg", message_id), ("state", message_id)], reason)
+
+    def _corrupt(self, message_id: str, reason: str) -> CorruptMessageError:
+        """Quarantine the message's files; return the error that says so."""
+        self._quarantine_message(message_id, reason)
+        return CorruptMessageError(message_id, reason)
 
     def _quarantine(self, sources: list[tuple[str, str]], reason: str) -> None:
         """Move files aside, with a note saying why; never delete them."""

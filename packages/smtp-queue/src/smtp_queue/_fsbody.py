@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, NoReturn, Self
 
 import anyio.to_thread
 import attrs
@@ -64,23 +64,18 @@ class BodyReader:
 
     def _open(self) -> None:
         try:
-            fd = open_spool_file(self._path)
+            self._fd = open_spool_file(self._path)
         except FileNotFoundError:
             raise MessageNotFoundError(self._id) from None
         except LayoutError as exc:
-            self._done = True
-            self._quarantine(str(exc))
-            raise CorruptMessageError(self._id, str(exc)) from None
+            self._corrupt(str(exc))
         try:
-            layout = read_layout(fd)
-        except BaseException as exc:
-            os.close(fd)
-            if not isinstance(exc, LayoutError):
-                raise  # a read error (EIO): the descriptor is not leaked
-            self._done = True
-            self._quarantine(str(exc))
-            raise CorruptMessageError(self._id, str(exc)) from None
-        self._fd = fd
+            layout = read_layout(self._fd)
+        except LayoutError as exc:
+            self._corrupt(str(exc))
+        except BaseException:
+            self._close_fd()  # a read error (EIO): the descriptor is not leaked
+            raise
         self._offset = layout.body_offset
         self._remaining = layout.body_length
         self._expected = layout.crc
@@ -107,11 +102,11 @@ class BodyReader:
         if self._crc != self._expected:
             self._corrupt(f"body CRC {self._crc:08x}, recorded {self._expected:08x}")
 
-    def _corrupt(self, reason: str) -> None:
+    def _corrupt(self, reason: str) -> NoReturn:
         self._close_fd()
         self._done = True
         self._quarantine(reason)
-        raise CorruptMessageError(self._id, reason)
+        raise CorruptMessageError(self._id, reason) from None
 
     def _close_fd(self) -> None:
         if self._fd >= 0:
