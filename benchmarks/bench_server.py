@@ -234,20 +234,20 @@ def main() -> None:
         for server in servers:
             server.start()
             try:
-                user, system = server.cpu_seconds()
+                cpu_before = server.cpu_seconds()
                 t = smtp_source(server.port, "-s", "50", "-m", str(n), "-l", str(KIB))
                 results.add("1/conn", server.name, n / t)
-                user2, system2 = server.cpu_seconds()
+                cpu_after = server.cpu_seconds()
                 results.add(
-                    "1/conn CPU us", server.name, (user2 + system2 - user - system) / n * 1e6
+                    "1/conn CPU us", server.name, (sum(cpu_after) - sum(cpu_before)) / n * 1e6
                 )
-                results.add("1/conn sys us", server.name, (system2 - system) / n * 1e6)
-                user, system = server.cpu_seconds()
+                results.add("1/conn sys us", server.name, (cpu_after[1] - cpu_before[1]) / n * 1e6)
+                cpu_before = server.cpu_seconds()
                 t = smtp_source(server.port, "-d", "-s", "10", "-m", str(n), "-l", str(KIB))
                 results.add("100/conn", server.name, n / t)
-                user2, system2 = server.cpu_seconds()
+                cpu_after = server.cpu_seconds()
                 results.add(
-                    "100/conn CPU us", server.name, (user2 + system2 - user - system) / n * 1e6
+                    "100/conn CPU us", server.name, (sum(cpu_after) - sum(cpu_before)) / n * 1e6
                 )
                 t = pipelined(server.port, 10, n // 10)
                 results.add("pipelined", server.name, n / t)
