@@ -449,3 +449,33 @@ async def test_cancelling_the_task_group_respects_a_shielded_cleanup() -> None:
     await _cancel_with_a_connection(handler, in_cleanup)
     events.append("group exited")
     assert events == ["cleanup done", "group exited"]
+
+
+@asyncio_only
+async def test_accepted_tcp_connections_have_nodelay() -> None:
+    """Replies go out at once, not after the client's delayed ACK of the
+    one before (Nagle's algorithm, RFC 896; RFC 5321 4.5.3.2 leaves a server
+    no reason to hold a reply back).  asyncio turns TCP_NODELAY on only
+    for sockets whose ``proto`` is IPPROTO_TCP, and a listener made with
+    proto 0, as anyio's is, accepts sockets that are not: serve_asyncio sets
+    it itself, as anyio's and trio's accept do."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    raw: socket.socket = listener.extra(anyio.abc.SocketAttribute.raw_socket)
+    assert raw.proto == 0  # the case asyncio leaves alone
+    port = raw.getsockname()[1]
+    seen: list[int] = []
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        await stream.send(b"ok")
+        await stream.aclose()
+
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(serve_asyncio, raw, handler, tg)
+        client = await anyio.connect_tcp("127.0.0.1", port)
+        assert await client.receive() == b"ok"
+        await client.aclose()
+        tg.cancel_scope.cancel()
+    assert len(seen) == 1
+    assert seen[0] != 0

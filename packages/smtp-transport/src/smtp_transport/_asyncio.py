@@ -17,9 +17,11 @@ anyio gives them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import math
+import socket
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
@@ -29,7 +31,6 @@ import anyio.abc
 from anyio.abc import SocketAttribute
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Awaitable, Callable, Mapping
 
 __all__ = [
@@ -439,6 +440,12 @@ async def serve_asyncio(
     """
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP,
+    # and sockets accepted from a listener made with proto 0 (anyio's,
+    # socket.create_server's) are not: set it here, as anyio's and trio's
+    # own accept do.  Replies are small writes; without it one that follows
+    # another not yet acknowledged waits for the client's delayed ACK.
+    tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
     log = ExhaustionLog(logger)
     tasks = _Tasks(loop)
     task_group.start_soon(tasks.watch)
@@ -452,6 +459,10 @@ async def serve_asyncio(
                 log(exc)
                 await asyncio.sleep(ACCEPT_RETRY_DELAY)
                 continue
+            if tcp:
+                # A connection already reset fails here: its session finds out.
+                with contextlib.suppress(OSError):
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tasks.spawn(conn, handler)
     finally:
         tasks.close()
