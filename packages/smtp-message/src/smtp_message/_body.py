@@ -8,7 +8,7 @@ bytes of a body beyond what it was given.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
@@ -40,6 +40,12 @@ class BareLineEndings(enum.Enum):
     #: after finding the end and unstuffing, which follow CRLF only: the
     #: body is what ``KEEP`` gives with each bare CR or LF made CRLF.
     NORMALIZE = "normalize"
+
+
+# Tested on every piece of a body: module names, because on Python 3.11 an
+# Enum member looked up on its class goes through EnumType.__getattr__.
+_KEEP: Final = BareLineEndings.KEEP
+_REJECT: Final = BareLineEndings.REJECT
 
 
 def _has_bare(data: bytes | bytearray) -> bool:
@@ -148,8 +154,8 @@ class DataReader:
         buffer.consume(consumed)
         if out and self.violation is not BARE_LINE_ENDING:
             policy = self.bare_line_endings
-            if policy is not BareLineEndings.KEEP and _has_bare(out):
-                if policy is BareLineEndings.REJECT:
+            if policy is not _KEEP and _has_bare(out):
+                if policy is _REJECT:
                     # Even past the size limit: which refusal a body gets
                     # must not depend on where the reads fell.
                     self.violation = BARE_LINE_ENDING

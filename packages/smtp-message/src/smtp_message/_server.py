@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import TYPE_CHECKING, Final
 
@@ -311,11 +310,21 @@ class Transaction:
     size: int = 0
 
 
-class _Mode(enum.Enum):
-    COMMAND = "command"  # reading command lines
-    SKIP_LINE = "skip line"  # dropping the rest of an over-long line
-    DATA = "data"  # reading a DATA body
-    CHUNK = "chunk"  # reading (or discarding) a BDAT chunk
+class _Mode:
+    # Plain class attributes, not an Enum: they are tested on every event,
+    # and on Python 3.11 each lookup of an Enum member on its class goes
+    # through EnumType.__getattr__'s slot (four times a plain attribute).
+    COMMAND: Final = 0  # reading command lines
+    SKIP_LINE: Final = 1  # dropping the rest of an over-long line
+    DATA: Final = 2  # reading a DATA body
+    CHUNK: Final = 3  # reading (or discarding) a BDAT chunk
+
+
+# The states tested on every event, as module names for the same reason.
+_GREETING: Final = ServerState.GREETING
+_STARTTLS: Final = ServerState.STARTTLS
+_CLOSED: Final = ServerState.CLOSED
+_AUTH: Final = ServerState.AUTH
 
 
 # A transaction exists exactly in these states.
@@ -380,7 +389,7 @@ class ServerConnection:
     client_spoke_first: bool = attrs.field(default=False, init=False)
     _buffer: ReceiveBuffer = attrs.field(factory=ReceiveBuffer, init=False)
     _eof: bool = attrs.field(default=False, init=False)
-    _mode: _Mode = attrs.field(default=_Mode.COMMAND, init=False)
+    _mode: int = attrs.field(default=_Mode.COMMAND, init=False)
     _reader: DataReader | None = attrs.field(default=None, init=False)
     # A BDAT chunk being read: octets left, whether they are discarded, and
     # the error to raise once they are (a chunk out of sequence or too big).
@@ -428,19 +437,20 @@ class ServerConnection:
         """
         if self._due_count:
             raise LocalProtocolError(f"a reply to {self._due} is due first")
-        if self.state is ServerState.GREETING:
+        state = self.state
+        if state is _GREETING:
             raise LocalProtocolError("send the greeting first")
-        if self.state is ServerState.STARTTLS:
+        if state is _STARTTLS:
             return PAUSED
-        if self.state is ServerState.CLOSED:
+        if state is _CLOSED:
             raise LocalProtocolError("the session is closed")
         while True:
             mode = self._mode
-            if mode is _Mode.DATA:
+            if mode == _Mode.DATA:
                 event = self._next_data_event()
-            elif mode is _Mode.CHUNK:
+            elif mode == _Mode.CHUNK:
                 event = self._next_chunk_event()
-            elif mode is _Mode.SKIP_LINE:
+            elif mode == _Mode.SKIP_LINE:
                 if self._buffer.skip_line():
                     self._mode = _Mode.COMMAND
                     continue
@@ -457,7 +467,7 @@ class ServerConnection:
 
     def _line_limit(self) -> int:
         base = self.settings.max_line_length
-        if self.state is ServerState.AUTH:
+        if self.state is _AUTH:
             return max(base, MAX_AUTH_LINE)
         head = self._buffer.data[:5].upper()
         if head == b"MAIL ":
@@ -484,11 +494,11 @@ class ServerConnection:
             self._mode = _Mode.SKIP_LINE
             # An over-long SASL response fails the exchange (RFC 4954 4),
             # like any other bad response: the reply ends it.
-            trigger = AUTH_RESPONSE if self.state is ServerState.AUTH else "line"
+            trigger = AUTH_RESPONSE if self.state is _AUTH else "line"
             self._due_for(None, trigger, error=True)
             raise LineTooLongError(LINE_TOO_LONG)
         assert isinstance(line, bytes)
-        if self.state is ServerState.AUTH:
+        if self.state is _AUTH:
             return self._auth_response(line)
         try:
             command = parse_command(
@@ -819,12 +829,12 @@ class ServerConnection:
         exempt).
         """
         state = self.state
-        if state is ServerState.CLOSED:
+        if state is _CLOSED:
             raise LocalProtocolError("the session is closed")
         if reply.code == 421:
             self._close_with_421()
             return self._with_enhanced(reply).to_bytes()
-        if state is ServerState.GREETING:
+        if state is _GREETING:
             if reply.code not in (220, 554):
                 raise LocalProtocolError(f"a greeting is 220, 554 or 421, not {reply.code}")
             self.client_spoke_first = bool(self._buffer)

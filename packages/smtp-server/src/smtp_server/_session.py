@@ -108,6 +108,12 @@ _HOOK_FAILED: Final = object()
 #: Handed to the session task by the inline path: nothing to dispatch, look
 #: at the session's state again (closed, shutting down, replies to flush).
 _WAKE: Final = object()
+#: States tested after every reply, as module names: on Python 3.11 an
+#: Enum member looked up on its class goes through EnumType.__getattr__.
+_CLOSED: Final = ServerState.CLOSED
+_HELLO: Final = ServerState.HELLO
+_READY: Final = ServerState.READY
+_NO_SERVICE: Final = ServerState.NO_SERVICE
 
 #: Whether sessions on asyncio's plain sockets answer what needs no hook
 #: inline (see :meth:`_Driver._feed`).  Tests turn it off to compare.
@@ -183,7 +189,7 @@ class _Body:
             except RemoteProtocolError as exc:
                 assert exc.reply is not None
                 driver.reply_error(exc.reply)
-                if conn.transaction is None or conn.state is ServerState.CLOSED:
+                if conn.transaction is None or conn.state is _CLOSED:
                     # A failed BDAT chunk ends the transaction (RFC 3030 2).
                     raise self._abort(f"chunk refused: {exc.reply}") from None
                 continue  # a bad command between chunks: answered, go on
@@ -324,7 +330,7 @@ class _Driver:
             # 354 to MAIL): that is the hook's bug, not the client's.
             logger.exception("session %s: hook gave an impossible reply %s", self.session.id, reply)
             self.out += conn.send(replies.LOCAL_ERROR)
-        if conn.errors >= self.settings.max_errors and conn.state is not ServerState.CLOSED:
+        if conn.errors >= self.settings.max_errors and conn.state is not _CLOSED:
             self.end = "too many errors"
             self.out += conn.send(replies.TOO_MANY_ERRORS)
 
@@ -335,7 +341,7 @@ class _Driver:
         once per recipient (RFC 2033 4.2) like any other end of a body.
         """
         self.reply(reply)
-        while self.conn.reply_due and self.conn.state is not ServerState.CLOSED:
+        while self.conn.reply_due and self.conn.state is not _CLOSED:
             self.reply(reply)
 
     def expect(self, seconds: float | None) -> None:
@@ -523,7 +529,7 @@ class _Driver:
                 count, self.inline_body = self.inline_body, None
                 logger.info("session %s: message aborted: rejected: %s", self.session.id, exc.reply)
                 for _ in range(count):
-                    if conn.state is ServerState.CLOSED:
+                    if conn.state is _CLOSED:
                         break  # the rejection was one error too many: 421 said
                     self.reply(exc.reply)
                 event = None
@@ -532,7 +538,7 @@ class _Driver:
                 assert exc.reply is not None
                 self.reply_error(exc.reply)
                 if self.inline_body is not None and (
-                    conn.transaction is None or conn.state is ServerState.CLOSED
+                    conn.transaction is None or conn.state is _CLOSED
                 ):
                     # A failed BDAT chunk ends the transaction (RFC 3030 2).
                     self.inline_body = None
@@ -545,7 +551,7 @@ class _Driver:
                 progressed = True
             if event is not None and not self._inline_command(event):
                 return event
-            if conn.state is ServerState.CLOSED:
+            if conn.state is _CLOSED:
                 return _WAKE
             if self.inline_body is None:
                 if conn.transaction is None:
@@ -587,7 +593,7 @@ class _Driver:
             count, self.inline_body = self.inline_body, None
             assert count is not None
             for _ in range(count):
-                if conn.state is ServerState.CLOSED:
+                if conn.state is _CLOSED:
                     break
                 self.reply(replies.MESSAGE_ACCEPTED)
             self.session.messages += 1
@@ -682,7 +688,7 @@ class _Driver:
 
     def _say_421(self, reply: Reply) -> None:
         # A 421 may be sent at any time, even before the greeting.
-        if self.conn.state is not ServerState.CLOSED:
+        if self.conn.state is not _CLOSED:
             self.out += self.conn.send(reply)
 
     async def _close(self) -> None:
@@ -794,15 +800,15 @@ class _Driver:
     def _command_timeout(self) -> float:
         state = self.conn.state
         t = self.timeouts
-        if state is ServerState.HELLO:
+        if state is _HELLO:
             return t.hello
-        if state in (ServerState.READY, ServerState.NO_SERVICE):
+        if state is _READY or state is _NO_SERVICE:
             return t.idle
         return t.command
 
     async def _loop(self) -> None:
         conn = self.conn
-        while conn.state is not ServerState.CLOSED:
+        while conn.state is not _CLOSED:
             if self.stopping and conn.transaction is None:
                 self.end = "shutdown"
                 self.reply(replies.SHUTTING_DOWN)
@@ -948,7 +954,7 @@ class _Driver:
             return
         accepted = False
         for reply in self._message_replies(outcome, envelope):
-            if self.conn.state is ServerState.CLOSED:
+            if self.conn.state is _CLOSED:
                 break  # an LMTP outcome was 421: nothing more is said
             self.reply(reply)
             accepted = accepted or reply.is_positive
@@ -986,7 +992,7 @@ class _Driver:
         if body.reject_reply is not None:
             count = len(envelope.recipients) if self.session.lmtp else 1
             for _ in range(count):
-                if self.conn.state is ServerState.CLOSED:
+                if self.conn.state is _CLOSED:
                     break  # the rejection was one error too many: 421 said
                 self.reply(body.reject_reply)
 
