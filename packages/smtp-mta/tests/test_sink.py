@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 import os
 import re
 import signal
@@ -23,8 +24,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 
 from smtp_mta._cli import build_parser
+from smtp_mta._sink import LOG_FORMAT, LogFormatter
 from smtp_testkit.plugin import require_program
 
 if TYPE_CHECKING:
@@ -372,6 +376,30 @@ def test_sink_sigint_stops_cleanly_and_logs_each_session(
     assert sum("end=connection closed" in line for line in lines) == 1
     assert len(lines) == 4
     assert all("peer=127.0.0.1:" in line for line in lines)
+    # Each starts with the local date and time, to the millisecond.
+    stamp = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} smtp_server session=")
+    assert all(stamp.match(line) for line in lines)
+
+
+@given(
+    st.lists(
+        st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False, allow_infinity=False),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_log_formatter_writes_what_logging_would(times: list[float]) -> None:
+    """The sink's formatter, which makes the date and time once a second,
+    gives each line exactly the text of logging's own: for times in any
+    order, in the same second and across seconds (its cache never shows
+    a stale second)."""
+    ours = LogFormatter(LOG_FORMAT)
+    theirs = logging.Formatter(LOG_FORMAT)
+    for created in times:
+        record = logging.makeLogRecord({"name": "smtp_server", "msg": "session=x"})
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        assert ours.format(record) == theirs.format(record)
 
 
 def test_sink_help_documents_every_flag() -> None:
