@@ -44,6 +44,7 @@ from smtp_message import (
     xtext_decode,
     xtext_encode,
 )
+from smtp_message._commands import ChunkSyntaxError
 from smtp_message._params import parse_mail_params, parse_rcpt_params
 
 A = Mailbox("a", "b.example")
@@ -147,11 +148,12 @@ def test_parse_command_space_after_colon_is_tolerated() -> None:
         (b"STARTTLS x", replies.NO_ARGUMENTS_ALLOWED),
         (b"VRFY", replies.ARGUMENT_SYNTAX),
         (b"EXPN ", replies.ARGUMENT_SYNTAX),
-        (b"BDAT", replies.ARGUMENT_SYNTAX),
-        (b"BDAT x", replies.ARGUMENT_SYNTAX),
-        (b"BDAT -1", replies.ARGUMENT_SYNTAX),
-        (b"BDAT 1.5", replies.ARGUMENT_SYNTAX),
-        (b"BDAT 100000000000000000000", replies.ARGUMENT_SYNTAX),  # 21 digits
+        # No chunk size to skip by: the session cannot go on (421).
+        (b"BDAT", replies.BDAT_SIZE_UNREADABLE),
+        (b"BDAT x", replies.BDAT_SIZE_UNREADABLE),
+        (b"BDAT -1", replies.BDAT_SIZE_UNREADABLE),
+        (b"BDAT 1.5", replies.BDAT_SIZE_UNREADABLE),
+        (b"BDAT 100000000000000000000", replies.BDAT_SIZE_UNREADABLE),  # 21 digits
         (b"BDAT 10 LASTLY", replies.ARGUMENT_SYNTAX),
         (b"BDAT 10 LAST more", replies.ARGUMENT_SYNTAX),
         (b"BDAT 10  LAST", replies.ARGUMENT_SYNTAX),
@@ -180,6 +182,23 @@ def test_parse_command_argument_errors(line: bytes, reply: object) -> None:
     X.1.3 for a bad recipient (RFC 3463 3.2).
     """
     assert refused(line).reply == reply
+
+
+@pytest.mark.parametrize("line", [b"STARTTLSX", b"starttlsfoo:bar", b"STARTTLS:please", b"QUITX"])
+def test_a_verb_ends_at_space_or_line_end(line: bytes) -> None:
+    """RFC 5321 4.1.1 and 2.4, RFC 3207 4: a verb ends at SP or CRLF, so a
+    word that only starts with STARTTLS (the longest verb) is unknown
+    (500 5.5.1), not STARTTLS."""
+    assert refused(line).reply == replies.COMMAND_UNRECOGNIZED
+
+
+def test_bdat_syntax_error_carries_the_chunk_size() -> None:
+    """RFC 3030 2: a BDAT line whose size parses still announces a chunk;
+    the error says how many octets to skip."""
+    for line, size in ((b"BDAT 10 LASTLY", 10), (b"BDAT 0 LAST more", 0), (b"BDAT 7  LAST", 7)):
+        error = refused(line)
+        assert isinstance(error, ChunkSyntaxError)
+        assert error.size == size
 
 
 def test_parse_command_path_too_long_replies() -> None:
@@ -559,13 +578,16 @@ def test_rcpt_params_round_trip(params: RcptParams) -> None:
 )
 def test_parse_command_raises_only_protocol_errors(line: bytes, utf8: bool) -> None:
     """Hostile input: any line parses or raises a RemoteProtocolError whose
-    reply is a 5xx the server can send (never ValueError, never a crash)."""
+    reply is a 5xx the server can send (never ValueError, never a crash),
+    or the 421 for a BDAT line with no chunk size."""
     try:
         command = parse_command(line, utf8=utf8)
     except RemoteProtocolError as exc:
         refused_reply = exc.reply
         assert refused_reply is not None
-        assert refused_reply.code in (500, 501, 553)
+        assert refused_reply.code in (500, 501, 553) or (
+            refused_reply == replies.BDAT_SIZE_UNREADABLE and line.upper().startswith(b"BDAT")
+        )
         return
     # What parses serialises without CR or LF inside.
     wire = command.to_bytes()

@@ -518,6 +518,64 @@ def test_server_bdat_refusals_skip_the_chunk() -> None:
         assert session.conn.transaction is None
 
 
+def test_server_bdat_bad_end_marker_skips_the_chunk() -> None:
+    """RFC 3030 2: the chunk follows the BDAT line at once.  A line whose
+    size parses but whose end marker does not gets 501, and its octets are
+    still read and dropped: never taken for commands (a front-end that reads
+    the marker more leniently would otherwise see a different session)."""
+    for with_envelope in (True, False):
+        session = Session.start()
+        if with_envelope:
+            transaction(session)
+        chunk = b"RSET\r\nMAIL FROM:<e@x.example>\r\n"
+        session.conn.receive_data(b"BDAT %d LASTX\r\n" % len(chunk))
+        assert session.event() is NEED_DATA  # the chunk is still to come
+        session.conn.receive_data(chunk[:7])
+        assert session.event() is NEED_DATA
+        session.conn.receive_data(chunk[7:] + b"NOOP\r\n")
+        event = session.event()
+        assert isinstance(event, RemoteProtocolError)
+        assert event.reply == replies.ARGUMENT_SYNTAX
+        session.conn.send(event.reply)
+        assert session.event() == Noop()
+        assert session.conn.transaction is None
+
+
+def test_server_bdat_without_a_size_closes() -> None:
+    """RFC 3030 2: with no readable chunk size, where the chunk ends is
+    unknown; the server closes (421) rather than read chunk data as
+    commands."""
+    for line in (b"BDAT", b"BDAT x LAST", b"BDAT -1", b"BDAT " + b"9" * 21):
+        session = Session.start()
+        transaction(session)
+        reply = session.refused(line)
+        assert reply == replies.BDAT_SIZE_UNREADABLE
+        assert state_of(session.conn) is ServerState.CLOSED
+
+
+def test_server_long_hello_name_is_not_echoed() -> None:
+    """RFC 5321 4.1.1.1: the first EHLO line is "250-" Domain [SP
+    ehlo-greet]; a client name too long to echo on it is left out, not
+    wrapped onto a line of its own (where a client reads an extension
+    keyword), and a HELO reply stays one line."""
+    name = "mx." + "a" * 490 + ".example"
+    for verb in ("EHLO", "HELO"):
+        session = Session.start(greeted=False)
+        _, wire = session.line(f"{verb} {name}")
+        lines = wire.split(b"\r\n")[:-1]
+        assert lines[0] in (b"250-mx.example Hello", b"250 mx.example Hello")
+        assert all(len(line) <= 510 for line in lines)
+        assert name.encode() not in wire
+        if verb == "HELO":
+            assert len(lines) == 1
+        else:
+            assert lines[1] == b"250-PIPELINING"
+    # A name that fits is echoed.
+    fits = "a" * (512 - len("250-mx.example Hello \r\n"))
+    _, wire = Session.start(greeted=False).line(f"EHLO {fits}")
+    assert wire.startswith(f"250-mx.example Hello {fits}\r\n".encode())
+
+
 def test_server_bdat_flow() -> None:
     """RFC 3030 2: each chunk gets its reply; LAST ends the message; a
     failed chunk ends the transaction (a later BDAT is 503)."""

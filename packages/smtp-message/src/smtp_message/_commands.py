@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
@@ -16,6 +16,7 @@ from ._replies import (
     ADDRESS_SYNTAX,
     ARGUMENT_SYNTAX,
     AUTH_BAD_BASE64,
+    BDAT_SIZE_UNREADABLE,
     COMMAND_UNRECOGNIZED,
     EIGHT_BIT_COMMAND,
     NO_ARGUMENTS_ALLOWED,
@@ -25,6 +26,9 @@ from ._replies import (
     SENDER_SYNTAX,
     SYNTAX_ERROR,
 )
+
+if TYPE_CHECKING:
+    from ._reply import Reply
 
 __all__ = [
     "Auth",
@@ -364,11 +368,25 @@ def _parse_rcpt(args: str, policy: AddressPolicy, utf8: bool) -> RcptTo:
     return RcptTo(forward_path, params)
 
 
+class ChunkSyntaxError(CommandSyntaxError):
+    """A BDAT line whose chunk size parses but not the rest of it.
+
+    Its chunk follows the line all the same (RFC 3030 2): ``size`` octets
+    to skip, which must never be read as commands.
+    """
+
+    def __init__(self, reply: Reply, message: str, size: int) -> None:
+        super().__init__(reply, message)
+        self.size = size
+
+
 def _parse_bdat(args: str) -> Bdat:
     # RFC 3030 2:  bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CR LF
     size, _, marker = args.partition(" ")
-    if not _BDAT_SIZE.fullmatch(size) or marker.upper() not in ("", "LAST"):
-        raise CommandSyntaxError(ARGUMENT_SYNTAX, "Syntax: BDAT size [LAST]")
+    if not _BDAT_SIZE.fullmatch(size):
+        raise CommandSyntaxError(BDAT_SIZE_UNREADABLE)
+    if marker.upper() not in ("", "LAST"):
+        raise ChunkSyntaxError(ARGUMENT_SYNTAX, "Syntax: BDAT size [LAST]", int(size))
     return Bdat(int(size), bool(marker))
 
 
@@ -423,7 +441,10 @@ def parse_command(
     ``reply`` is the answer: an unknown verb is ``500 5.5.1`` and is never
     echoed back.
     """
-    verb = line[:8].split(b" ", 1)[0].decode("ascii", errors="replace").upper()
+    # Nine octets: the longest verb (STARTTLS) and what follows it, so that
+    # "STARTTLSX" is an unknown verb, not STARTTLS (RFC 5321 4.1.1: a verb
+    # ends at SP or CRLF).
+    verb = line[:9].split(b" ", 1)[0].decode("ascii", errors="replace").upper()
     text = _decode_line(line, verb)
     _, _, args = text.partition(" ")
     if verb == "MAIL":

@@ -36,6 +36,9 @@ SHUTTING_DOWN = Reply(421, "4.3.2", "Server shutting down, try again later")
 #: A hook failed: the message is not lost, the client tries again.
 LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+#: A BDAT line without a readable chunk size (RFC 3030 2): where its chunk
+#: ends is unknown, so nothing after it can be told from chunk data.
+BDAT_SIZE_UNREADABLE = Reply(421, "4.5.4", "Syntax: BDAT size [LAST]; closing connection")
 #: RFC 3207 4.
 TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
 

@@ -14,6 +14,7 @@ from ._commands import (
     Auth,
     AuthResponse,
     Bdat,
+    ChunkSyntaxError,
     Command,
     Data,
     Ehlo,
@@ -54,6 +55,7 @@ from ._limits import (
     MAIL_LINE_ALLOWANCE,
     MAX_AUTH_LINE,
     MAX_COMMAND_LINE,
+    MAX_REPLY_LINE,
     MIN_RECIPIENTS,
     RCPT_LINE_ALLOWANCE,
 )
@@ -504,6 +506,12 @@ class ServerConnection:
             command = parse_command(
                 line, utf8=self._utf8_allowed(), policy=self.settings.address_policy
             )
+        except ChunkSyntaxError as exc:
+            # A BDAT line gone wrong after its size: the chunk is skipped,
+            # as for any refused BDAT, never read as commands.
+            self._start_chunk(Bdat(exc.size, False))
+            self._chunk_error = exc
+            return self._next_chunk_event()
         except RemoteProtocolError:
             self._due_for(None, "command", error=True)
             raise
@@ -768,7 +776,10 @@ class ServerConnection:
         once TLS is active, AUTH only where it is offered (RFC 4954 4).
         """
         first = f"{self.settings.hostname} Hello"
-        if hello is not None:
+        if hello is not None and len(first) + len(hello.domain) < MAX_REPLY_LINE - 6:
+            # The client's name is echoed only where it fits on the line:
+            # wrapped, it would stand alone as an extension keyword (RFC
+            # 5321 4.1.1.1: "250-" Domain [SP ehlo-greet] CRLF).
             first += f" {hello.domain}"
         if isinstance(hello, Helo):
             return Reply(250, None, first)
