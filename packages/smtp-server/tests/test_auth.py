@@ -277,6 +277,31 @@ async def test_auth_hook_reply_sent_as_is() -> None:
     assert str(reply) == "454 4.7.0 Credentials store unavailable"
 
 
+@pytest.mark.parametrize("code", [235, 250, 334, 354])
+async def test_auth_hook_positive_or_intermediate_reply_is_a_hook_error(
+    code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 4954 4 and 6: only the server says 235 (after its own checks) or
+    334 (in its own SASL exchange).  A hook answering 2xx or 3xx is a bug of
+    the hook: the client gets 454 4.7.0, the log says why, and the session
+    goes on in step (the next command is a command, not a SASL response)."""
+
+    class Confused(Recorder):
+        async def on_auth(self, session: Session, credentials: Credentials) -> bool | Reply:
+            return Reply(code, None, "confused")
+
+    async with serving(Confused(), clear()) as srv:
+        client = await srv.hello()
+        reply = await client.command(f"AUTH PLAIN {PLAIN_OK}")
+        noop = await client.command("NOOP")
+        accepted = await transaction(client)
+    assert (reply.code, reply.enhanced) == (454, "4.7.0")
+    assert noop.code == 250
+    assert accepted.code == 250
+    assert "on_auth returned" in caplog.text
+    assert "internal error" not in caplog.text
+
+
 async def test_auth_required_for_mail() -> None:
     """RFC 4954 6 / RFC 6409 4.3: with require_auth, MAIL before AUTH is 530."""
     hooks = Recorder(users=USERS)

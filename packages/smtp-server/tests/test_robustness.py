@@ -325,6 +325,67 @@ async def test_junk_commands_alone_cannot_hold_a_session() -> None:
     assert tail == b""
 
 
+_ENVELOPE = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(_ENVELOPE + b"BDAT 1\r\nx" + b"NOOP\r\n" * 40, id="noop-between-chunks"),
+        pytest.param(_ENVELOPE + b"BDAT 1\r\nx" + b"HELP\r\nVRFY x\r\n" * 20, id="help-vrfy"),
+        pytest.param(_ENVELOPE + b"BDAT 0\r\n" * 40, id="empty-chunks"),
+        pytest.param(b"EHLO c.example\r\n" * 40, id="repeated-ehlo"),
+        pytest.param(b"HELO c.example\r\n" * 40, id="repeated-helo"),
+        pytest.param((b"MAIL FROM:<a@example.com>\r\nEHLO c.example\r\n") * 40, id="mail-ehlo"),
+        pytest.param(
+            b"MAIL FROM:<a@example.com>\r\n" + b"RCPT TO:<b@example.net>\r\n" * 240,
+            id="recipients-over-the-limit",
+        ),
+    ],
+)
+@pytest.mark.parametrize("task_path", [False, True], ids=["default-hooks", "recording-hooks"])
+async def test_a_session_cannot_be_held_without_mail(script: bytes, task_path: bool) -> None:
+    """RFC 5321 4.5.3.2 (a server may end a session that goes nowhere),
+    RFC 3030 2, RFC 5321 4.5.3.1.10: commands that never move a transaction
+    on are junk wherever they come, between BDAT chunks too: a repeated
+    HELO/EHLO, ``BDAT 0`` chunks, and RCPTs refused for too many recipients
+    beyond as many again as the limit.  Past ``max_junk_commands`` the
+    client gets 421 4.7.0 and the connection closes; a message it had
+    started is not delivered."""
+    hooks = Recorder() if task_path else Hooks()
+    config = settings(max_junk_commands=5, max_recipients=100)
+    async with serving(hooks, config) as srv:
+        client = await srv.hello()
+        with contextlib.suppress(anyio.BrokenResourceError, OSError):
+            await client.send(script + b"QUIT\r\n")
+        data = await client.read_until_closed(wait=10)
+    last = [line for line in data.split(b"\r\n") if line[3:4] == b" "]
+    assert last[-1].startswith(b"421 4.7.0"), last[-3:]
+    assert b"221 " not in data
+    # Five junk commands were answered, and the 421; besides them at most a
+    # MAIL before each (mail-ehlo), or the limit twice over of recipients.
+    assert len(last) <= 12 + (200 if b"RCPT" in script[60:] else 0), len(last)
+    if isinstance(hooks, Recorder):
+        assert hooks.messages == []
+
+
+async def test_a_client_splitting_a_long_recipient_list_is_not_junk() -> None:
+    """RFC 5321 4.5.3.1.10: recipients over the limit get 452 and are sent
+    again in a later transaction; up to as many again as the limit, those
+    refusals count for nothing, so a client pipelining a long list keeps
+    the recipients already accepted."""
+    async with serving(Recorder(), settings(max_junk_commands=5, max_recipients=100)) as srv:
+        client = await srv.hello()
+        await client.send(b"MAIL FROM:<a@example.com>\r\n" + b"RCPT TO:<b@example.net>\r\n" * 200)
+        codes = [r.code for r in await client.read_replies(201)]
+        assert codes == [250] * 101 + [452] * 100
+        await client.send(b"DATA\r\n")
+        assert (await client.read_replies(1))[0].code == 354
+        await client.send(MESSAGE + b".\r\n")
+        assert (await client.read_replies(1))[0].code == 250
+        assert (await client.command("QUIT")).code == 221
+
+
 async def test_lmtp_counts_a_message_once_whatever_its_recipients() -> None:
     """RFC 2033 4.2: one reply per recipient, but one message: the session's
     count (and its log line) says 1."""

@@ -133,6 +133,34 @@ async def test_serve_graceful_shutdown_lets_transactions_finish() -> None:
     assert [m.body for m in hooks.messages] == [MESSAGE]
 
 
+@pytest.mark.parametrize("where", ["login-challenge", "failure-delay"])
+async def test_serve_shutdown_does_not_wait_for_an_auth_exchange(where: str) -> None:
+    """RFC 5321 3.8: an AUTH exchange (RFC 4954 4) is not a mail
+    transaction, so a session waiting in one gets 421 4.3.2 at once on
+    shutdown, as an idle session does, not after the grace."""
+    hooks = Recorder()
+    config = settings(
+        shutdown_grace=30,
+        auth_mechanisms=("PLAIN", "LOGIN"),
+        auth_requires_tls=False,
+        auth_failure_delay=20,
+    )
+    async with anyio.create_task_group() as tg:
+        srv = await _start(tg, hooks, config)
+        client = await srv.hello()
+        if where == "login-challenge":
+            assert (await client.command("AUTH LOGIN")).code == 334
+        else:
+            await client.send(b"AUTH PLAIN AGFsaWNlAHdyb25n\r\n")  # a wrong password
+            await wait_for(lambda: hooks.auths)
+        srv.server.shutdown()
+        with anyio.fail_after(10):  # far less than the grace or the delay
+            reply = await client.read_reply()
+            assert await client.read_until_closed() == b""
+        await client.aclose()
+    assert str(reply) == "421 4.3.2 Server shutting down, try again later"
+
+
 async def test_serve_graceful_shutdown_grace_expires() -> None:
     """RFC 5321 3.8: a session that does not finish within the grace gets
     421 4.3.2 and its message is not accepted."""

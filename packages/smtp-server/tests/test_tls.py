@@ -298,3 +298,13 @@ async def test_implicit_tls_plaintext_client_gets_no_greeting(
     assert b"220" not in received
     assert b"EHLO" not in received
     assert hooks.connects == []
+
+
+def test_settings_refuse_tls_offers_without_a_context() -> None:
+    """RFC 3207 4 and RFC 8314 3.3: STARTTLS (or implicit TLS) without a TLS
+    context cannot work, so such settings are refused when built, rather
+    than advertising STARTTLS and failing the session after its 220."""
+    with pytest.raises(ValueError, match="ssl_context"):
+        settings(starttls=True)
+    with pytest.raises(ValueError, match="ssl_context"):
+        settings(implicit_tls=True)

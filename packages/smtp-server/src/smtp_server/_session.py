@@ -206,7 +206,13 @@ class _Body:
                 self.done = True
                 return None
             if isinstance(event, (Bdat, EndOfChunk, Noop, Help, Vrfy)):
-                if not isinstance(event, Bdat):
+                if isinstance(event, EndOfChunk):
+                    driver.reply(conn.default_reply(event))
+                elif (
+                    not isinstance(event, Bdat) or not (event.size or event.last)
+                ) and driver.count_junk():
+                    raise self._abort("too many junk commands")
+                elif not isinstance(event, Bdat):
                     driver.reply(conn.default_reply(event))
                 continue
             if isinstance(event, ConnectionClosed):
@@ -256,8 +262,11 @@ class _Driver:
         # How the session ended, for the log line; set when it is known.
         self.end = "connection closed"
         self.recipients = 0
-        #: NOOP, RSET, VRFY, EXPN and HELP since the last accepted message.
+        #: Commands since the last accepted message that did not move a
+        #: mail transaction on (see :meth:`count_junk`).
         self.junk = 0
+        #: RCPTs refused for too many recipients since then.
+        self.overshoot = 0
         #: The session's cancel scope (:func:`serve` cancels it on shutdown).
         self.scope: anyio.CancelScope | None = None
         #: True while waiting for a command between transactions: a
@@ -343,6 +352,13 @@ class _Driver:
         self.reply(reply)
         while self.conn.reply_due and self.conn.state is not _CLOSED:
             self.reply(reply)
+        if reply == replies.TOO_MANY_RECIPIENTS:
+            # Not an error (the client sends the rest later, RFC 5321
+            # 4.5.3.1.10), but as many again as the limit is no client
+            # splitting a long list.
+            self.overshoot += 1
+            if self.overshoot > self.settings.protocol.max_recipients:
+                self.count_junk()
 
     def expect(self, seconds: float | None) -> None:
         """Bound what follows by ``seconds`` (``None``: no bound).
@@ -597,12 +613,19 @@ class _Driver:
                     break
                 self.reply(replies.MESSAGE_ACCEPTED)
             self.session.messages += 1
-            self.junk = 0
+            self.junk = self.overshoot = 0
             return None
-        if isinstance(event, (EndOfChunk, Noop, Help, Vrfy)):
+        if isinstance(event, EndOfChunk):
             self.reply(conn.default_reply(event))
             return None
-        if isinstance(event, Bdat):
+        if isinstance(event, (Bdat, Noop, Help, Vrfy)):
+            if (
+                not isinstance(event, Bdat) or not (event.size or event.last)
+            ) and self.count_junk():
+                self.inline_body = None
+                logger.info("session %s: message aborted: too many junk commands", self.session.id)
+            elif not isinstance(event, Bdat):
+                self.reply(conn.default_reply(event))
             return None
         self.inline_body = None
         if isinstance(event, ConnectionClosed):
@@ -640,6 +663,8 @@ class _Driver:
         elif isinstance(event, (Helo, Ehlo, Lhlo)):
             if "on_hello" in overridden:
                 return False
+            if self.session.hello is not None and self.count_junk():
+                return True
             reply = conn.ehlo_reply(event)
             self.reply(reply)
             if reply.is_positive:
@@ -891,17 +916,31 @@ class _Driver:
         else:  # pragma: no cover - every event type is handled above
             raise AssertionError(f"unexpected event {event!r}")
 
-    def _junk(self, event: Rset | Noop | Help | Vrfy | Expn) -> None:
+    def count_junk(self) -> bool:
+        """Count a command that does not move a mail transaction on.
+
+        Those are NOOP, RSET, VRFY, EXPN and HELP (between BDAT chunks
+        too), a repeated HELO/EHLO, a ``BDAT 0`` that is not the last, and
+        RCPTs refused for too many recipients beyond as many again.  Past
+        ``max_junk_commands`` since the last accepted message, the client
+        is keeping the session (and its slot) without sending mail; RFC
+        5321 4.5.3.2 lets a server give up.  ``True`` when it did: the 421
+        is said, and stands for the command's own reply.
+        """
         self.junk += 1
-        if self.junk > self.settings.max_junk_commands:
-            # A client that keeps the session (and its slot) without
-            # sending mail; RFC 5321 4.5.3.2 lets a server give up.
-            self.end = "too many junk commands"
-            self.reply(replies.TOO_MANY_ERRORS)
-        else:
+        if self.junk <= self.settings.max_junk_commands or self.conn.state is _CLOSED:
+            return False
+        self.end = "too many junk commands"
+        self.reply(replies.TOO_MANY_ERRORS)
+        return True
+
+    def _junk(self, event: Rset | Noop | Help | Vrfy | Expn) -> None:
+        if not self.count_junk():
             self.reply(self.conn.default_reply(event))
 
     async def _on_hello(self, command: Helo | Ehlo | Lhlo) -> None:
+        if self.session.hello is not None and self.count_junk():
+            return
         result = await self.call_hook("on_hello", self.hooks.on_hello, command)
         reply = self._hook_reply(result, self.conn.ehlo_reply(command))
         self.reply(reply)
@@ -960,7 +999,7 @@ class _Driver:
             accepted = accepted or reply.is_positive
         if accepted:  # for one recipient at least, in LMTP: one message
             self.session.messages += 1
-            self.junk = 0
+            self.junk = self.overshoot = 0
 
     async def _message_hook(self, envelope: Envelope) -> tuple[object, _Body]:
         outcome: object = None
@@ -1064,6 +1103,20 @@ class _Driver:
         self.session.hello = None
         self.session.auth_identity = None
 
+    async def _idle(self, wait: Awaitable[_T]) -> _T:
+        """Await ``wait`` as a wait between transactions.
+
+        An AUTH exchange is not a mail transaction: a shutdown ends the
+        session at once there, as it does between commands.
+        """
+        self.idle = True
+        try:
+            if self.stopping and self.scope is not None:
+                self.scope.cancel()  # the shutdown came first
+            return await wait
+        finally:
+            self.idle = False
+
     async def _on_auth(self, command: Auth) -> None:
         exchange = start(command.mechanism)
         response = command.initial_response
@@ -1077,7 +1130,7 @@ class _Driver:
                 self.reply(Reply(334, None, base64.b64encode(step).decode("ascii")))
                 self.expect(self.timeouts.command)
                 try:
-                    event = await self.next_event()
+                    event = await self._idle(self.next_event())
                 except RemoteProtocolError as exc:  # "*" or bad base64
                     assert exc.reply is not None
                     self.reply_error(exc.reply)
@@ -1106,16 +1159,19 @@ class _Driver:
             # identity is permitted to act as the authorization identity";
             # True accepts the password, not the request to act as another.
             refusal = _NOT_AUTHORIZED
-        elif result is _HOOK_FAILED or (isinstance(result, Reply) and result.is_positive):
+        elif isinstance(result, Reply) and result.is_transient:
+            self.reply(result)  # a temporary failure: no penalty
+            return
+        elif isinstance(result, Reply) and result.is_permanent:
+            refusal = result  # the hook's own refusal is still a failure
+        elif result is _HOOK_FAILED or isinstance(result, Reply):
+            # A 2xx or 3xx from the hook: only the server says 235 (after
+            # its own checks) or 334 (its SASL exchange), so it is the
+            # hook's bug; the client hears a temporary failure.
             if result is not _HOOK_FAILED:
                 logger.error("session %s: on_auth returned %r", self.session.id, result)
             self.reply(_AUTH_TEMPORARY_FAILURE)
             return
-        elif isinstance(result, Reply):
-            if not result.is_permanent:
-                self.reply(result)  # a temporary failure: no penalty
-                return
-            refusal = result  # the hook's own refusal is still a failure
         self.auth_failures += 1
         logger.info(
             "session %s: AUTH %s failed for %r (%d)",
@@ -1130,7 +1186,7 @@ class _Driver:
         )
         self.expect(self.timeouts.command + delay)
         await self.flush()
-        await anyio.sleep(delay)
+        await self._idle(anyio.sleep(delay))
         if self.auth_failures >= self.settings.max_auth_failures:
             self.end = "too many AUTH failures"
             self.reply(_TOO_MANY_AUTH_FAILURES)

@@ -103,6 +103,11 @@ class Settings:
     def __attrs_post_init__(self) -> None:
         if self.implicit_tls and self.ssl_context is None:
             raise ValueError("implicit_tls needs an ssl_context")
+        if self.protocol.starttls and self.ssl_context is None:
+            # Offering STARTTLS with no way to start TLS would answer 220
+            # and then fail the session (RFC 3207 4 has 454 for a server
+            # that cannot, but then it should not advertise the extension).
+            raise ValueError("protocol.starttls needs an ssl_context")
         if self.max_errors < 1 or self.max_auth_failures < 1 or self.max_sessions < 1:
             raise ValueError("limits must be at least 1")
         if self.max_junk_commands < 1:
