@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
 import logging
 import os
@@ -175,6 +176,12 @@ def test_sink_writes_the_received_bytes_and_the_envelope(start_sink: StartSink) 
     assert meta["auth"] is None
     assert meta["size"] == len(body)
     assert meta["body_command"] == "DATA"
+    # RFC 3339 5.6 date-time, which datetime.fromisoformat reads back.
+    received = meta["received_at"]
+    assert isinstance(received, str)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", received), received
+    stamp = datetime.datetime.fromisoformat(received)
+    assert abs(stamp - datetime.datetime.now(datetime.UTC)) < datetime.timedelta(minutes=5)
     assert not list((sink.out / ".tmp").iterdir())
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import hmac
 import json
 import logging
@@ -99,7 +100,8 @@ def _metadata(session: Session, envelope: Envelope, size: int) -> dict[str, obje
             {"version": session.tls.version, "cipher": session.tls.cipher} if session.tls else None
         ),
         "auth": session.auth_identity,
-        "received_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # RFC 3339 5.6 (an offset with a colon), in local time.
+        "received_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "session": session.id,
     }
 
