@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from serverkit import Recorder, serving, settings, timeouts, transaction, wait_for
 
+from smtp_server._proxy import ProxyError, ProxyHeader, parse_proxy_header
 from smtp_testkit.clients import RawClient
 
 if TYPE_CHECKING:
@@ -154,6 +157,10 @@ async def test_proxy_header_in_pieces_and_pipelined_with_smtp() -> None:
         b"PROXY TCP4 " + b"1" * 200 + b"\r\n",
         v2_header(("192.0.2.1", 1), ("192.0.2.2", 2), version=3),
         v2_header(("192.0.2.1", 1), ("192.0.2.2", 2), command=7),
+        # TCP over IPv4 / IPv6 with a length too short for the addresses.
+        V2_SIGNATURE + b"\x21\x11\x00\x08" + b"\x00" * 8,
+        V2_SIGNATURE + b"\x21\x21\x00\x20" + b"\x00" * 32,
+        b"PROXY TCP6 fe80::1%eth0 2001:db8::2 40000 25\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello
     ],
     ids=[
@@ -164,6 +171,9 @@ async def test_proxy_header_in_pieces_and_pipelined_with_smtp() -> None:
         "v1-too-long",
         "v2-version",
         "v2-command",
+        "v2-tcp4-short",
+        "v2-tcp6-short",
+        "v1-zone-index",
         "tls",
     ],
 )
@@ -209,3 +219,53 @@ async def test_proxy_header_then_implicit_tls(
             assert (await transaction(client)).code == 250
     assert hooks.messages[0].session.peer == ("192.0.2.1", 5000)
     assert hooks.messages[0].session.tls is not None
+
+
+_ADDRESSES = st.one_of(
+    st.tuples(st.ip_addresses(v=4), st.ip_addresses(v=4)),
+    st.tuples(st.ip_addresses(v=6), st.ip_addresses(v=6)),
+)
+_PORTS = st.integers(0, 65535)
+
+
+@given(
+    addresses=_ADDRESSES,
+    ports=st.tuples(_PORTS, _PORTS),
+    v1=st.booleans(),
+    tlv=st.binary(max_size=40),
+    rest=st.binary(max_size=40),
+)
+def test_proxy_header_round_trip_and_prefixes(
+    addresses: tuple[Any, Any], ports: tuple[int, int], v1: bool, tlv: bytes, rest: bytes
+) -> None:
+    """PROXY protocol 2.1 and 2.2: a header as HAProxy writes it parses back
+    to its addresses, whatever follows it (SMTP pipelined behind), and every
+    proper prefix of it is "incomplete", never an error."""
+    src, dst = (str(a) for a in addresses)
+    if v1:
+        family = "TCP4" if addresses[0].version == 4 else "TCP6"
+        header = f"PROXY {family} {src} {dst} {ports[0]} {ports[1]}\r\n".encode()
+    else:
+        header = v2_header((src, ports[0]), (dst, ports[1]), tlv=tlv)
+    parsed = parse_proxy_header(header + rest)
+    assert parsed == ProxyHeader((src, ports[0]), (dst, ports[1]), len(header))
+    for end in range(len(header)):
+        assert parse_proxy_header(header[:end]) is None
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=120),
+        st.binary(max_size=120).map(lambda rest: V2_SIGNATURE + rest),
+        st.binary(max_size=120).map(lambda rest: b"PROXY " + rest),
+    )
+)
+def test_proxy_parser_on_any_bytes(data: bytes) -> None:
+    """Hostile input: any bytes give a header no longer than the data,
+    "incomplete", or a ProxyError; never another exception."""
+    try:
+        parsed = parse_proxy_header(data)
+    except ProxyError:
+        return
+    if parsed is not None:
+        assert 0 < parsed.length <= len(data)

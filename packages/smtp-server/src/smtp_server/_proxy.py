@@ -59,7 +59,9 @@ def _v1(data: bytes) -> ProxyHeader | None:
     try:
         version = 4 if family == "TCP4" else 6
         for text in (src, dst):
-            if ipaddress.ip_address(text).version != version:
+            # No zone index ("fe80::1%eth0"): it names an interface of the
+            # proxy's host, which is no client address here.
+            if "%" in text or ipaddress.ip_address(text).version != version:
                 raise ValueError(text)
         ports = [int(p) for p in (sport, dport) if p.isdigit() and len(p) <= 5]
         if len(ports) != 2 or not all(0 <= p <= 65535 for p in ports):
@@ -87,10 +89,15 @@ def _v2(data: bytes) -> ProxyHeader | None:
     body = data[V2_FIXED:total]
     src: ipaddress.IPv4Address | ipaddress.IPv6Address
     dst: ipaddress.IPv4Address | ipaddress.IPv6Address
-    if family == 1 and transport == 1 and length >= 12:  # TCP over IPv4
+    if transport == 1 and family in (1, 2) and length < (12 if family == 1 else 36):
+        # The length covers the addresses and any TLVs (spec 2.2): a block
+        # too short for the family's addresses is a broken header, not one
+        # without an address.
+        raise ProxyError("PROXY v2 address block too short")
+    if family == 1 and transport == 1:  # TCP over IPv4
         src, dst = ipaddress.IPv4Address(body[0:4]), ipaddress.IPv4Address(body[4:8])
         sport, dport = struct.unpack_from("!HH", body, 8)
-    elif family == 2 and transport == 1 and length >= 36:  # TCP over IPv6
+    elif family == 2 and transport == 1:  # TCP over IPv6
         src, dst = ipaddress.IPv6Address(body[0:16]), ipaddress.IPv6Address(body[16:32])
         sport, dport = struct.unpack_from("!HH", body, 32)
     else:
