@@ -19,6 +19,7 @@ import tracemalloc
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.abc
 import pytest
 from serverkit import (
     MESSAGE,
@@ -425,3 +426,40 @@ def test_settings_build_their_protocol_settings_once() -> None:
     assert config.effective_protocol.starttls
     assert config.effective_protocol is config.effective_protocol
     assert not settings().effective_protocol.starttls
+
+
+async def test_a_send_cut_short_is_never_repeated() -> None:
+    """RFC 5321 4.2 and 4.5.3.2: a client that stops reading times out; the
+    replies it had not read when the deadline cut the server's send are not
+    sent a second time, so what it reads afterwards is each reply once, in
+    order, up to where the stream stops (the 421 too is dropped when the
+    client does not read it within the close timeout)."""
+    count = 20_000
+    hooks = Recorder()  # on_hello: the task path, whose flush the deadline cuts
+    config = settings(max_junk_commands=count + 10, timeouts=timeouts(idle=0.5, hello=0.5, close=5))
+    async with serving(hooks, config) as srv:
+        client = await srv.connect(greeting=False)
+        sock = client.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        await wait_for(lambda: srv.server._drivers)
+        for driver in srv.server._drivers:
+            server_sock = driver.send_stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            server_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with contextlib.suppress(anyio.BrokenResourceError, OSError):
+            with anyio.move_on_after(3):
+                await client.send(b"EHLO c.example\r\n" * count)
+        [driver] = srv.server._drivers
+        await wait_for(lambda: driver.end == "timeout", limit=30)
+        data = await client.read_until_closed(wait=10)  # read, now, to the end
+    lines = data.split(b"\r\n")
+    assert lines[0].startswith(b"220 ")
+    finals = [line for line in lines[1:] if line[3:4] == b" "]
+    ehlos = [line for line in finals if line.startswith(b"250 ")]
+    assert 0 < len(ehlos) < count  # the deadline came first
+    assert len(ehlos) <= len(hooks.hellos)
+    # Each EHLO reply whole and once: a repeated part would break the run
+    # of lines between two final lines.
+    body = data.split(b"\r\n", 1)[1]
+    replies = body.split(b"250 DSN\r\n")
+    assert all(r.startswith(b"250-") for r in replies[1:-1])
+    assert all(r.count(b"250-PIPELINING") == 1 for r in replies[:-1])

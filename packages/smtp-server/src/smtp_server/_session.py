@@ -259,6 +259,8 @@ class _Driver:
         self.auth_failures = 0
         self.timed_out = False
         self.gone = False
+        #: A send was cut short: the stream is out of step with the replies.
+        self.cut = False
         # How the session ended, for the log line; set when it is known.
         self.end = "connection closed"
         self.recipients = 0
@@ -299,10 +301,18 @@ class _Driver:
         """
         if self.out:
             data = bytes(self.out)
-            await self.send_stream.send(data)
-            # Only once sent: a send cancelled half way leaves them queued,
-            # and the client never misses a reply it is owed.
-            del self.out[: len(data)]
+            del self.out[:]
+            stream = self.send_stream
+            try:
+                await stream.send(data)
+            except BaseException:
+                if type(stream) is not AsyncioSocketStream:
+                    # Cut short (a deadline, a cancel): how much of it left
+                    # is unknown, so nothing more may follow on this stream;
+                    # sending it again would repeat part of a reply.  (Our
+                    # asyncio stream has queued all of it before it waits.)
+                    self.cut = True
+                raise
 
     async def next_event(self) -> Any:
         """The next event from the client, reading as needed.
@@ -727,7 +737,7 @@ class _Driver:
                 # The common end on asyncio: no cancel scopes (nothing there
                 # waits beyond its own timer), which were much of the cost
                 # of a short session.
-                data = b"" if self.gone else bytes(self.out)
+                data = b"" if self.gone or self.cut else bytes(self.out)
                 del self.out[:]
                 await stream.linger_close(data, min(MAX_LINGER, self.timeouts.close))
             else:
@@ -761,7 +771,7 @@ class _Driver:
     async def _close_streams(self) -> None:
         # The last replies get `close` seconds; a client that does not read
         # them (its window full) must not keep the socket open beyond that.
-        if not self.gone:
+        if not (self.gone or self.cut):
             with anyio.move_on_after(self.timeouts.close, shield=True):
                 with contextlib.suppress(TimeoutError, *_GONE):
                     await self.flush()
