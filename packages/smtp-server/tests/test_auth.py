@@ -157,7 +157,8 @@ async def test_auth_cancelled_with_star() -> None:
 
 async def test_auth_bad_base64_and_malformed_responses() -> None:
     """RFC 4954 4: undecodable base64 is 501 5.5.2, in the AUTH line or a
-    response; RFC 4616 2: a PLAIN message without two NULs is malformed."""
+    response; RFC 4616 2: a PLAIN message without two NULs, or with an empty
+    user name or password, is malformed (and an empty LOGIN password)."""
     hooks = Recorder(users=USERS)
     async with serving(hooks, clear()) as srv:
         client = await srv.hello()
@@ -167,6 +168,9 @@ async def test_auth_bad_base64_and_malformed_responses() -> None:
         no_nul = await client.command(f"AUTH PLAIN {b64('alice-password')}")
         empty_user = await client.command("AUTH PLAIN " + b64("\0\0pw"))
         control = await client.command("AUTH PLAIN " + b64("\0al\rice\0pw"))
+        empty_password = await client.command("AUTH PLAIN " + b64("\0alice\0"))
+        await client.command("AUTH LOGIN " + b64("alice"))
+        empty_login_password = await client.command("")  # an empty response
         unknown = await client.command("AUTH CRAM-MD5")
         still_fine = await client.command(f"AUTH PLAIN {PLAIN_OK}")
     assert (initial.code, initial.enhanced) == (501, "5.5.2")
@@ -174,6 +178,9 @@ async def test_auth_bad_base64_and_malformed_responses() -> None:
     assert (no_nul.code, no_nul.enhanced) == (501, "5.5.2")
     assert empty_user.code == 501
     assert control.code == 501
+    # RFC 4616 2 (passwd = 1*SAFE), and LOGIN alike.
+    assert empty_password.code == 501
+    assert empty_login_password.code == 501
     assert (unknown.code, unknown.enhanced) == (504, "5.5.4")
     assert still_fine.code == 235
     # Nothing malformed reached the hook.

@@ -74,7 +74,12 @@ class Login:
             if not self._username:
                 raise SaslError()
             return b"Password:"
-        return Credentials("LOGIN", self._username, _text(response))
+        password = _text(response)
+        if not password:
+            # As in PLAIN (RFC 4616 2: passwd = 1*SAFE): no hook sees an
+            # empty password.
+            raise SaslError()
+        return Credentials("LOGIN", self._username, password)
 
 
 MECHANISMS: dict[str, type[Plain | Login]] = {"PLAIN": Plain, "LOGIN": Login}
