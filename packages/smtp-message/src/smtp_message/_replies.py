@@ -49,7 +49,9 @@ COMMAND_UNRECOGNIZED = Reply(500, "5.5.1", "Command unrecognized")
 LINE_TOO_LONG = Reply(500, "5.5.6", "Line too long")
 #: RFC 3463 X.5.2 "Syntax error".
 SYNTAX_ERROR = Reply(501, "5.5.2", "Syntax error")
-EIGHT_BIT_COMMAND = Reply(500, "5.5.2", "8-bit or NUL characters not allowed in commands")
+#: RFC 5321 2.4: commands are ASCII, without control characters (TAB, NUL
+#: and the rest), unless RFC 6531 allows UTF-8 in MAIL and RCPT.
+EIGHT_BIT_COMMAND = Reply(500, "5.5.2", "Control or 8-bit characters not allowed in commands")
 #: RFC 3463 X.5.4 "Invalid command arguments".
 ARGUMENT_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 NO_ARGUMENTS_ALLOWED = Reply(501, "5.5.4", "Syntax error, no parameters allowed")
