@@ -438,13 +438,45 @@ def test_sink_help_documents_every_flag() -> None:
         ([], "--out DIR or --discard is required"),
         (["--discard", "--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
         (["--discard", "--auth", "nocolon"], "USER:PASSWORD"),
+        (["--discard", "--auth", "bob:"], "USER:PASSWORD"),  # RFC 4616 2: 1*SAFE
+        (["--discard", "--shutdown-grace", "nan"], "shutdown_grace"),
+        (["--discard", "--listen", "127.0.0.1:99999"], "not host:port"),
+        (["--discard", "--listen", "::1:25"], "needs brackets"),
+        (["--discard", "--listen", "unix:"], "no path"),
     ],
 )
-def test_sink_usage_errors_exit_64(args: list[str], message: str) -> None:
-    """Bad arguments: exit status 64 (EX_USAGE) and a one-line error."""
-    proc = subprocess.run([*CLI, "sink", *args], capture_output=True, text=True, check=False)
+def test_sink_usage_errors_exit_64(args: list[str], message: str, tmp_path: Path) -> None:
+    """Bad arguments: exit status 64 (EX_USAGE) and a one-line error, no
+    traceback, and nothing created."""
+    proc = subprocess.run(
+        [*CLI, "sink", *args], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
     assert proc.returncode == 64
     assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_sink_busy_address_leaves_the_directory_alone(tmp_path: Path) -> None:
+    """A sink that cannot bind stops before it touches --out, where another
+    instance may be writing a message (its .tmp files are not stale)."""
+    out = tmp_path / "mail"
+    (out / ".tmp").mkdir(parents=True)
+    in_progress = out / ".tmp" / "writing.eml"
+    in_progress.write_bytes(b"half a message, still arriving")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [*CLI, "sink", "--out", str(out), "--listen", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 71  # EX_OSERR
+    assert "Traceback" not in proc.stderr
+    assert in_progress.exists()
 
 
 def test_sink_cleans_stale_temporary_files(tmp_path: Path, backend: str) -> None:

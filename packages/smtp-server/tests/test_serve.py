@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import struct
@@ -311,12 +312,25 @@ async def test_listen_rejects_malformed_addresses(address: str) -> None:
 
 
 async def test_systemd_listeners_not_for_us(monkeypatch: pytest.MonkeyPatch) -> None:
-    """sd_listen_fds(3): variables for another PID, or none, mean no sockets."""
-    monkeypatch.setenv("LISTEN_PID", str(os.getpid() + 1))
+    """sd_listen_fds(3): variables for another PID, or none, or no sockets,
+    mean no sockets; and the variables are unset "regardless of whether the
+    function call itself succeeded or not", so no child inherits them."""
+    for pid, fds in ((os.getpid() + 1, "1"), (os.getpid(), "0"), (os.getpid(), "x")):
+        monkeypatch.setenv("LISTEN_PID", str(pid))
+        monkeypatch.setenv("LISTEN_FDS", fds)
+        monkeypatch.setenv("LISTEN_FDNAMES", "smtp")
+        assert await systemd_listeners() == {}
+        assert not {"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} & set(os.environ)
     monkeypatch.setenv("LISTEN_FDS", "1")
     assert await systemd_listeners() == {}
-    monkeypatch.delenv("LISTEN_PID")
-    assert await systemd_listeners() == {}
+
+
+@pytest.mark.parametrize("grace", [math.nan, math.inf, -1.0])
+def test_settings_refuse_a_shutdown_grace_that_is_no_duration(grace: float) -> None:
+    """A NaN, infinite or negative grace is refused when the settings are
+    built, not found at shutdown (where it made the deadline fail)."""
+    with pytest.raises(ValueError, match="shutdown_grace"):
+        settings(shutdown_grace=grace)
 
 
 # Run by the child: what systemd would start.  It serves one session on the

@@ -188,7 +188,9 @@ def _credentials(values: list[str]) -> dict[str, str]:
     out = {}
     for value in values:
         user, sep, password = value.partition(":")
-        if not sep or not user:
+        if not sep or not user or not password:
+            # An empty password could never log in (RFC 4616 2: passwd =
+            # 1*SAFE), so it is refused here rather than at every AUTH.
             raise argparse.ArgumentTypeError(f"--auth wants USER:PASSWORD, not {value!r}")
         out[user] = password
     return out
@@ -215,8 +217,18 @@ def build_settings(args: argparse.Namespace) -> Settings:
     )
 
 
+class _UsageError(Exception):
+    """A command-line value found wrong only when used (``--listen``)."""
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM (a second one stops at once)."""
+    # Bound first: a bad or busy address must stop us before we touch a
+    # directory another instance may be writing to.
+    try:
+        listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
+    except ValueError as exc:
+        raise _UsageError(str(exc)) from None
     out: Path | None = None
     if not args.discard:
         out = Path(args.out)
@@ -225,7 +237,6 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             stale.unlink()  # left by a crash: never a complete message
     if args.auth and settings.ssl_context is None:
         logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
-    listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
     credentials = _credentials(args.auth)
     hooks = DiscardHooks(credentials) if out is None else SinkHooks(credentials, out=out)
     server = Server(hooks, settings)
@@ -315,6 +326,9 @@ def _main(args: argparse.Namespace) -> int:
     }[args.backend]
     try:
         return anyio.run(run, args, settings, backend=backend, backend_options=options)
+    except _UsageError as exc:
+        print(f"smtp-mta sink: --listen: {exc}", file=sys.stderr)
+        return 64  # EX_USAGE
     except KeyboardInterrupt:
         # Ctrl-C before the signal handlers are in place (still starting).
         return 130

@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -300,6 +300,18 @@ async def systemd_listeners(
     """
     env = os.environ
     try:
+        return await _systemd_listeners(env)
+    finally:
+        # Whether or not they were ours or usable (as sd_listen_fds(3) does).
+        if unset_environment:
+            for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+                env.pop(key, None)
+
+
+async def _systemd_listeners(
+    env: Mapping[str, str],
+) -> dict[str, list[anyio.abc.SocketListener]]:
+    try:
         pid = int(env.get("LISTEN_PID", ""))
         count = int(env.get("LISTEN_FDS", ""))
     except ValueError:
@@ -316,7 +328,4 @@ async def systemd_listeners(
             raise ValueError(f"passed file descriptor {fd} ({name}) is not a stream socket")
         os.set_inheritable(fd, False)
         result.setdefault(name, []).append(await anyio.abc.SocketListener.from_socket(sock))
-    if unset_environment:
-        for key in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            env.pop(key, None)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import attrs
@@ -110,6 +111,8 @@ class Settings:
             raise ValueError("protocol.starttls needs an ssl_context")
         if self.max_errors < 1 or self.max_auth_failures < 1 or self.max_sessions < 1:
             raise ValueError("limits must be at least 1")
+        if not (math.isfinite(self.shutdown_grace) and self.shutdown_grace >= 0):
+            raise ValueError("shutdown_grace must be a finite number of seconds")
         if self.max_junk_commands < 1:
             raise ValueError("max_junk_commands must be at least 1")
         protocol = self.protocol
