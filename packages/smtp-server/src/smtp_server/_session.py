@@ -205,15 +205,12 @@ class _Body:
             if isinstance(event, EndOfData):
                 self.done = True
                 return None
-            if isinstance(event, (Bdat, EndOfChunk, Noop, Help, Vrfy)):
-                if isinstance(event, EndOfChunk):
-                    driver.reply(conn.default_reply(event))
-                elif (
-                    not isinstance(event, Bdat) or not (event.size or event.last)
-                ) and driver.count_junk():
+            if isinstance(event, EndOfChunk):
+                driver.reply(conn.default_reply(event))
+                continue
+            if isinstance(event, (Bdat, Noop, Help, Vrfy)):
+                if driver.between_chunks(event):
                     raise self._abort("too many junk commands")
-                elif not isinstance(event, Bdat):
-                    driver.reply(conn.default_reply(event))
                 continue
             if isinstance(event, ConnectionClosed):
                 driver.gone = True
@@ -629,13 +626,9 @@ class _Driver:
             self.reply(conn.default_reply(event))
             return None
         if isinstance(event, (Bdat, Noop, Help, Vrfy)):
-            if (
-                not isinstance(event, Bdat) or not (event.size or event.last)
-            ) and self.count_junk():
+            if self.between_chunks(event):
                 self.inline_body = None
                 logger.info("session %s: message aborted: too many junk commands", self.session.id)
-            elif not isinstance(event, Bdat):
-                self.reply(conn.default_reply(event))
             return None
         self.inline_body = None
         if isinstance(event, ConnectionClosed):
@@ -943,6 +936,21 @@ class _Driver:
         self.end = "too many junk commands"
         self.reply(replies.TOO_MANY_ERRORS)
         return True
+
+    def between_chunks(self, event: Bdat | Noop | Help | Vrfy) -> bool:
+        """Handle a command between BDAT chunks, on either path.
+
+        A chunk's BDAT is answered at the chunk's end.  An empty chunk that
+        is not the last, and NOOP, HELP or VRFY, are junk.  ``True`` if the
+        command was one junk command too many (the 421 is said).
+        """
+        if isinstance(event, Bdat) and (event.size or event.last):
+            return False
+        if self.count_junk():
+            return True
+        if not isinstance(event, Bdat):
+            self.reply(self.conn.default_reply(event))
+        return False
 
     def _junk(self, event: Rset | Noop | Help | Vrfy | Expn) -> None:
         if not self.count_junk():
