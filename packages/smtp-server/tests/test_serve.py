@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -11,10 +12,11 @@ import struct
 import subprocess
 import sys
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSStream
@@ -34,6 +36,7 @@ from smtp_testkit.clients import RawClient
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Callable, Mapping
     from pathlib import Path
 
     from smtp_message import RcptTo, Reply
@@ -262,6 +265,72 @@ async def test_serve_several_listeners(tmp_path: Path) -> None:
         await wait_for(lambda: server.statistics.active == 0)
         tg.cancel_scope.cancel()
     assert len(hooks.messages) == 2
+
+
+class _AbortingSocket(socket.socket):
+    """A listening socket whose first accept() calls fail (asyncio's path)."""
+
+    failures: list[int]
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.failures:
+            raise OSError(self.failures.pop(0), "injected")
+        return super().accept()
+
+
+class _AbortingListener(anyio.abc.SocketListener):
+    """anyio's listener, whose first accept() calls fail as anyio reports a
+    failed accept(2) on trio: BrokenResourceError from the OSError."""
+
+    def __init__(self, inner: anyio.abc.SocketListener, failures: list[int]) -> None:
+        self.inner, self.failures = inner, failures
+
+    async def accept(self) -> anyio.abc.SocketStream:
+        await anyio.lowlevel.checkpoint()
+        if self.failures:
+            raise anyio.BrokenResourceError from OSError(self.failures.pop(0), "injected")
+        return await self.inner.accept()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    @property
+    def _raw_socket(self) -> socket.socket:
+        return self.inner.extra(anyio.abc.SocketAttribute.raw_socket)
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self.inner.extra_attributes
+
+
+async def test_serve_goes_on_after_a_connection_lost_before_accept(anyio_backend: str) -> None:
+    """accept(2), "Error handling": a connection reset in the backlog
+    (ECONNABORTED) and the network errors Linux passes on (EPROTO, EPERM
+    for a firewall...) are the connection's, not the listener's, and are
+    to be retried like EAGAIN.  serve() used to end on them.  Injected (a
+    mock, the only one here): loopback gives none of them on demand.  On
+    asyncio the server accepts on the raw socket, on trio through anyio."""
+    failures = [errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETUNREACH]
+    sock = socket.create_server((HOST, 0))
+    port = sock.getsockname()[1]
+    if anyio_backend == "asyncio":
+        raw = _AbortingSocket(sock.family, sock.type, fileno=sock.detach())
+        raw.failures = failures
+        sock = raw
+    listener = _AbortingListener(await anyio.abc.SocketListener.from_socket(sock), failures)
+    hooks = Recorder()
+    async with anyio.create_task_group() as tg:
+        server: Server = await tg.start(serve, listener, hooks, settings())
+        client = await RawClient.connect(HOST, port)
+        async with client:
+            assert (await client.read_reply()).code == 220
+            await client.command("EHLO client.example")
+            assert (await transaction(client)).code == 250
+            assert (await client.command("QUIT")).code == 221
+        await wait_for(lambda: server.statistics.active == 0)
+        tg.cancel_scope.cancel()
+    assert failures == []
+    assert len(hooks.messages) == 1
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -479,3 +480,72 @@ async def test_accepted_tcp_connections_have_nodelay() -> None:
         tg.cancel_scope.cancel()
     assert len(seen) == 1
     assert seen[0] != 0
+
+
+class _AbortingSocket(socket.socket):
+    """A listening socket whose first accept() calls fail as a connection
+    reset in the backlog does (ECONNABORTED), or with a pending network
+    error Linux passes on (EPROTO).  Injected: on loopback the kernel
+    gives neither on demand."""
+
+    failures: list[int]
+
+    def accept(self) -> tuple[socket.socket, object]:
+        if self.failures:
+            raise OSError(self.failures.pop(0), "injected")
+        return super().accept()
+
+
+@asyncio_only
+async def test_a_connection_lost_before_accept_does_not_stop_accepting() -> None:
+    """accept(2), "Error handling": errors of the connection being accepted
+    are to be treated like EAGAIN.  serve_asyncio skips them at once (no
+    retry delay, as for running out of descriptors) and serves the next."""
+    with socket.create_server(("127.0.0.1", 0)) as made:
+        listening = _AbortingSocket(made.family, made.type, fileno=made.detach())
+    listening.failures = [errno.ECONNABORTED, errno.EPROTO, errno.EPERM]
+    served: list[bytes] = []
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        served.append(await stream.receive())
+        await stream.aclose()
+
+    with listening:
+        port = listening.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            with anyio.fail_after(5):
+                client = await anyio.connect_tcp("127.0.0.1", port)
+                await client.send(b"hello")
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await client.receive()
+            await client.aclose()
+            tg.cancel_scope.cancel()
+    assert served == [b"hello"]
+    assert listening.failures == []
+
+
+@asyncio_only
+async def test_any_other_accept_error_ends_serving() -> None:
+    """Not every accept error is the connection's: EBADF or EINVAL mean
+    the listener itself is broken, and serve_asyncio raises rather than
+    spin on it."""
+    with socket.create_server(("127.0.0.1", 0)) as made:
+        listening = _AbortingSocket(made.family, made.type, fileno=made.detach())
+    listening.failures = [errno.EINVAL]
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        await stream.aclose()
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            # uvloop calls accept() only once the socket is readable.
+            with anyio.fail_after(5):
+                client = await anyio.connect_tcp("127.0.0.1", listening.getsockname()[1])
+            await client.aclose()
+
+    with listening, pytest.raises(ExceptionGroup) as caught:
+        await run()
+    errors = [e for e in caught.value.exceptions if isinstance(e, OSError)]
+    assert [e.errno for e in errors] == [errno.EINVAL]

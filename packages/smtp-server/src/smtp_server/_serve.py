@@ -17,6 +17,7 @@ from smtp_transport import (
     ACCEPT_RETRY_DELAY,
     AsyncioSocketStream,
     ExhaustionLog,
+    aborted,
     exhausted,
     serve_asyncio,
 )
@@ -133,9 +134,10 @@ class Server:
     ) -> None:
         """Accept on ``listener`` until cancelled.
 
-        Not ``listener.serve()``: running out of file descriptors there ends
-        the loop (and on trio the whole server); here it is logged once a
-        second and accepting resumes shortly after.
+        Not ``listener.serve()``: running out of file descriptors, or a
+        connection reset before it was accepted, ends the loop there (and on
+        trio the whole server).  Here running out is logged once a second
+        and accepting resumes shortly after; a lost connection is skipped.
         """
         parts = getattr(listener, "listeners", None)
         if parts is not None:  # anyio's MultiListener: one loop per socket
@@ -152,6 +154,10 @@ class Server:
             try:
                 stream = await listener.accept()
             except (OSError, anyio.BrokenResourceError) as exc:
+                if (lost := aborted(exc)) is not None:
+                    # Only the connection being accepted failed.
+                    logger.debug("accept() failed for one connection: %s", lost)
+                    continue
                 cause = exhausted(exc)
                 if cause is None:
                     raise

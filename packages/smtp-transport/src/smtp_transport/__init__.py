@@ -13,6 +13,7 @@ from ._asyncio import LOW_WATER as LOW_WATER
 from ._asyncio import AsyncioSocketStream as AsyncioSocketStream
 from ._asyncio import ExhaustionLog as ExhaustionLog
 from ._asyncio import StreamProtocol as StreamProtocol
+from ._asyncio import aborted as aborted
 from ._asyncio import connect_tcp as connect_tcp
 from ._asyncio import exhausted as exhausted
 from ._asyncio import serve_asyncio as serve_asyncio
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncioSocketStream",
     "ExhaustionLog",
     "StreamProtocol",
+    "aborted",
     "connect_tcp",
     "exhausted",
     "serve_asyncio",

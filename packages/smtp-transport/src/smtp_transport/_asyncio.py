@@ -40,6 +40,7 @@ __all__ = [
     "AsyncioSocketStream",
     "ExhaustionLog",
     "StreamProtocol",
+    "aborted",
     "connect_tcp",
     "exhausted",
     "serve_asyncio",
@@ -389,14 +390,50 @@ EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY_DELAY = 0.1
 
 
-def exhausted(exc: BaseException) -> OSError | None:
-    """The OSError behind ``exc`` if it says resources ran out, else ``None``."""
+#: errno values of accept() that concern the one connection it was taking,
+#: not the listener.  A connection reset while it waited in the backlog is
+#: ECONNABORTED; Linux also passes on the new connection's pending network
+#: errors, and a firewall's refusal as EPERM (accept(2), "Error handling":
+#: "treat them like EAGAIN by retrying").  trio's own SocketListener skips
+#: the same set.
+ABORTED = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "EPERM",
+    )
+    if hasattr(errno, name)
+)
+
+
+def _cause(exc: BaseException, errnos: frozenset[int]) -> OSError | None:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in EXHAUSTED:
+        if isinstance(seen, OSError) and seen.errno in errnos:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def exhausted(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` if it says resources ran out, else ``None``."""
+    return _cause(exc, EXHAUSTED)
+
+
+def aborted(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` if only one connection failed, else ``None``.
+
+    Those are the :data:`ABORTED` errors: accept again at once.
+    """
+    return _cause(exc, ABORTED)
 
 
 class ExhaustionLog:
@@ -436,7 +473,8 @@ async def serve_asyncio(
     ``handler`` should not raise: what it raises is logged.
 
     Running out of file descriptors (or memory) does not end the loop: it is
-    logged once a second and accepting resumes shortly after.
+    logged once a second and accepting resumes shortly after.  A connection
+    that failed before it could be accepted (:data:`ABORTED`) is skipped.
     """
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
@@ -454,6 +492,10 @@ async def serve_asyncio(
             try:
                 conn, _ = await loop.sock_accept(sock)
             except OSError as exc:
+                if exc.errno in ABORTED:
+                    logger.debug("accept() failed for one connection: %s", exc)
+                    await asyncio.sleep(0)  # never a busy loop without the others
+                    continue
                 if exc.errno not in EXHAUSTED:
                     raise
                 log(exc)
