@@ -509,6 +509,66 @@ async def test_systemd_listeners_from_a_real_parent(tmp_path: Path, anyio_backen
     }
 
 
+REFUSING_CHILD = textwrap.dedent(
+    """
+    import sys
+    import anyio
+    from smtp_server import systemd_listeners
+
+    async def main():
+        try:
+            await systemd_listeners()
+        except ValueError as exc:
+            print(exc, flush=True)
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("pipe", "is not a socket"),
+        ("connection", "is not listening"),
+        ("datagram", "is not a stream socket"),
+    ],
+)
+async def test_systemd_listeners_refuse_what_is_no_listener(
+    tmp_path: Path, anyio_backend: str, kind: str, message: str
+) -> None:
+    """sd_listen_fds(3) passes whatever the unit says: with ``Accept=yes``
+    one accepted connection, with ``ListenFIFO=`` a pipe.  Each is refused
+    with a ValueError that names the descriptor, not taken as a listener
+    (whose first accept() would fail) or raised as a bare OSError."""
+    script = tmp_path / "child.py"
+    script.write_text(REFUSING_CHILD)
+    held: list[socket.socket] = []
+    if kind == "pipe":
+        read, write = os.pipe()
+        fds = [read]
+    elif kind == "connection":
+        held = list(socket.socketpair())
+        fds = [held[0].fileno()]
+    else:
+        held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM)]
+        fds = [held[0].fileno()]
+    try:
+        process = await anyio.run_process(
+            [sys.executable, "-c", LAUNCHER, ",".join(map(str, fds)), str(script), anyio_backend],
+            pass_fds=fds,
+            check=False,
+        )
+    finally:
+        for sock in held:
+            sock.close()
+        if kind == "pipe":
+            os.close(read)
+            os.close(write)
+    assert process.returncode == 0, process.stderr.decode()
+    assert process.stdout.decode().startswith(f"passed file descriptor 3 (smtp) {message}")
+
+
 async def test_interact_with_separate_streams_and_starttls(
     tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
 ) -> None:

@@ -303,6 +303,10 @@ async def systemd_listeners(
     without a name are under ``"unknown"`` (systemd's own default).  Returns
     ``{}`` when the variables are absent or meant for another process.  The
     variables are removed afterwards, so children do not inherit them.
+
+    Raises :class:`ValueError` for a descriptor that is not a listening
+    stream socket (a datagram socket, a connection passed by ``Accept=yes``,
+    a file), naming it.
     """
     env = os.environ
     try:
@@ -329,9 +333,25 @@ async def _systemd_listeners(
     for i in range(count):
         fd = SD_LISTEN_FDS_START + i
         name = names[i] if i < len(names) and names[i] else "unknown"
-        sock = socket.socket(fileno=fd)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:  # closed, or a file or pipe (ENOTSOCK)
+            raise ValueError(
+                f"passed file descriptor {fd} ({name}) is not a socket: {exc.strerror}"
+            ) from None
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:  # pragma: no cover - every socket on Linux and BSD has it
+            listening = 1
+        problem = None
         if sock.type != socket.SOCK_STREAM:
-            raise ValueError(f"passed file descriptor {fd} ({name}) is not a stream socket")
+            problem = "is not a stream socket"
+        elif not listening:
+            # Accept=yes hands over one connection, not a listener.
+            problem = "is not listening (a connection? use Accept=no)"
+        if problem is not None:
+            sock.detach()  # not ours to close
+            raise ValueError(f"passed file descriptor {fd} ({name}) {problem}")
         os.set_inheritable(fd, False)
         result.setdefault(name, []).append(await anyio.abc.SocketListener.from_socket(sock))
     return result
