@@ -27,6 +27,7 @@ from serverkit import (
     Running,
     serving,
     settings,
+    timeouts,
     transaction,
     wait_for,
 )
@@ -163,6 +164,36 @@ async def test_serve_shutdown_does_not_wait_for_an_auth_exchange(where: str) -> 
             assert await client.read_until_closed() == b""
         await client.aclose()
     assert str(reply) == "421 4.3.2 Server shutting down, try again later"
+
+
+@pytest.mark.parametrize("how", ["starttls", "implicit"])
+async def test_serve_shutdown_does_not_wait_for_a_tls_handshake(
+    how: str, tls_server_context: ssl.SSLContext
+) -> None:
+    """RFC 5321 3.8, RFC 3207 4: a TLS handshake is no mail transaction.
+    A session whose client stalls in it (after STARTTLS's 220, or on an
+    implicit-TLS listener, RFC 8314 3.3) is closed at once on shutdown, not
+    after the grace; and no 421 is sent in clear, where the client expects
+    a TLS record."""
+    config = settings(
+        shutdown_grace=30,
+        ssl_context=tls_server_context,
+        implicit_tls=how == "implicit",
+        timeouts=timeouts(tls_handshake=60),
+    )
+    async with anyio.create_task_group() as tg:
+        srv = await _start(tg, Recorder(), config)
+        if how == "starttls":
+            client = await srv.hello()
+            assert (await client.command("STARTTLS")).code == 220
+        else:
+            client = await srv.connect(greeting=False)
+        await wait_for(lambda: srv.server.statistics.active == 1)
+        srv.server.shutdown()
+        with anyio.fail_after(10):  # far less than the grace or the timeout
+            rest = await client.read_until_closed()
+        await client.aclose()
+    assert rest == b""
 
 
 async def test_serve_graceful_shutdown_grace_expires() -> None:

@@ -1088,18 +1088,24 @@ class _Driver:
             transport: anyio.abc.ByteStream = receive
         else:
             transport = StapledByteStream(self.send_stream, self.receive_stream)
+        # Until the handshake is done nothing can be said to the client: a
+        # 421 in clear would land inside it.  A shutdown does not wait for
+        # it (it is no mail transaction), it closes the connection.
+        self.gone = True
         try:
             with anyio.fail_after(self.timeouts.tls_handshake):
-                tls = await TLSStream.wrap(
-                    transport,
-                    server_side=True,
-                    ssl_context=context,
-                    standard_compatible=False,
+                tls = await self._idle(
+                    TLSStream.wrap(
+                        transport,
+                        server_side=True,
+                        ssl_context=context,
+                        standard_compatible=False,
+                    )
                 )
         except (TimeoutError, *_GONE) as exc:
             self.end = f"TLS handshake failed: {type(exc).__name__}"
-            self.gone = True
             raise _Close from None
+        self.gone = False
         self.receive_stream = self.send_stream = tls
         self.inline_stream = None
         self.session.tls = _tls_info(tls)
