@@ -9,13 +9,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
+import fcntl
 import hmac
 import json
 import logging
 import os
 import secrets
 import signal
+import socket
 import ssl
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator  # noqa: TC003 (at run time: the docs resolve the hints)
@@ -30,6 +34,8 @@ from smtp_server import Credentials, Envelope, Hooks, Server, Session, Settings,
 
 if TYPE_CHECKING:
     from anyio.abc import ByteStream, Listener
+
+    _Listeners = list[Listener[ByteStream]]
 
 __all__ = ["DiscardHooks", "SinkHooks", "register"]
 
@@ -130,8 +136,10 @@ class SinkHooks(DiscardHooks):
 
     Files appear atomically: each is written under a temporary name in
     ``DIR/.tmp``, fsynced, and renamed into place, the ``.eml`` first, so a
-    ``.json`` means its message is complete.  A message whose client goes
-    away before the end leaves nothing.
+    ``.json`` means its message is complete; the directory is synced before
+    the 250.  A message whose client goes away before the end, or that
+    could not be stored (the client gets 451 and sends it again), leaves
+    nothing.
     """
 
     out: Path = attrs.field(kw_only=True)
@@ -164,23 +172,35 @@ class SinkHooks(DiscardHooks):
     def _publish(self, message_id: str, tmp_eml: Path, metadata: bytes) -> None:
         tmp_json = tmp_eml.with_suffix(".json")
         eml = self.out / f"{message_id}.eml"
+        json_path = self.out / f"{message_id}.json"
         try:
             _write_file(tmp_json, metadata)
             os.replace(tmp_eml, eml)
-            os.replace(tmp_json, self.out / f"{message_id}.json")
+            os.replace(tmp_json, json_path)
+            # Until the directory is synced the names may not survive a
+            # crash: only then is the message ours (RFC 5321 4.5.3.2.6, and
+            # 6.1: a 250 is a promise to deliver or report).
+            _fsync_directory(self.out)
         except BaseException:
             # The client gets 451 and sends the message again: leave no
-            # half of this one (an .eml without its .json) behind.
-            for path in (tmp_eml, tmp_json, eml):
+            # part of this attempt (an .eml without its .json, or a
+            # message the client will send again) behind.
+            for path in (json_path, tmp_eml, tmp_json, eml):
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
-        _fsync_directory(self.out)
 
 
 def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError too; neither names the files
+        if isinstance(exc, ssl.SSLError):
+            detail = exc.reason or str(exc)  # PEM_LIB, KEY_VALUES_MISMATCH...
+        else:
+            detail = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ValueError(f"cannot load --tls-cert {cert} with --tls-key {key}: {detail}") from None
     return context
 
 
@@ -221,25 +241,129 @@ class _UsageError(Exception):
     """A command-line value found wrong only when used (``--listen``)."""
 
 
+class _ListenError(Exception):
+    """A ``--listen`` address that cannot be bound (busy, not permitted)."""
+
+
+def _claim(tmp: Path) -> int:
+    """Take ``tmp`` (``DIR/.tmp``) for writing; return the lock to hold.
+
+    Every sink writing to ``DIR`` holds a shared lock on ``tmp/.lock``.
+    Whoever gets it exclusively is alone, so what is in ``tmp`` was left by
+    a crash (never a complete message) and is removed; with another sink
+    running, nothing is, as it may be a message that sink is receiving.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    fd = os.open(tmp / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.info("another sink writes to %s: leaving %s as it is", tmp.parent, tmp)
+        else:
+            for stale in tmp.iterdir():
+                if stale.name != ".lock" and not stale.is_dir():
+                    stale.unlink()
+        # Not atomic (flock(2)), and need not be: nothing is ours yet.
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_served(path: str) -> bool:
+    """Whether a server listens on the Unix-domain socket at ``path``."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        # 0: accepted; EAGAIN: its backlog is full.  ECONNREFUSED: stale.
+        return probe.connect_ex(path) in (0, errno.EAGAIN)
+
+
+async def _bind(addresses: list[str]) -> tuple[_Listeners, dict[str, tuple[int, int]]]:
+    """Listeners for ``addresses``; and the socket files made, by path."""
+    listeners: _Listeners = []
+    files: dict[str, tuple[int, int]] = {}
+    try:
+        for address in addresses:
+            path = address[5:] if address.startswith("unix:") else None
+            if path and _is_served(path):
+                # listen() would take the path over (it unlinks a socket
+                # file), and that server would lose its clients.
+                raise _ListenError(f"--listen {address}: a server is listening there")
+            try:
+                listeners.append(await listen(address))
+            except ValueError as exc:
+                raise _UsageError(str(exc)) from None
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise _ListenError(f"--listen {address}: {reason}") from None
+            if path:
+                st = os.stat(path)
+                files[path] = (st.st_dev, st.st_ino)
+    except BaseException:
+        await _unbind(listeners, files)
+        raise
+    return listeners, files
+
+
+async def _unbind(listeners: _Listeners, files: dict[str, tuple[int, int]]) -> None:
+    with anyio.CancelScope(shield=True):
+        for listener in listeners:
+            await listener.aclose()
+    for path, identity in files.items():
+        # Only our own: another sink may have bound the path since.
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == identity:
+                os.unlink(path)
+
+
+def _bound(listener: Listener[ByteStream]) -> list[str]:
+    """Where ``listener`` listens, written as ``--listen`` is.
+
+    The port bound for ``:0``, and each address a name stands for.
+    """
+    found = []
+    for part in getattr(listener, "listeners", [listener]):
+        address = part.extra(anyio.abc.SocketAttribute.local_address, None)
+        if isinstance(address, tuple):
+            host, port = address[0], address[1]
+            found.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        elif address is not None:
+            found.append(f"unix:{address}")
+    return found
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     """Serve until SIGINT or SIGTERM (a second one stops at once)."""
     # Bound first: a bad or busy address must stop us before we touch a
     # directory another instance may be writing to.
+    listeners, files = await _bind(args.listen)
+    lock: int | None = None
     try:
-        listeners: list[Listener[ByteStream]] = [await listen(a) for a in args.listen]
-    except ValueError as exc:
-        raise _UsageError(str(exc)) from None
-    out: Path | None = None
-    if not args.discard:
-        out = Path(args.out)
-        (out / ".tmp").mkdir(parents=True, exist_ok=True)
-        for stale in (out / ".tmp").iterdir():
-            stale.unlink()  # left by a crash: never a complete message
-    if args.auth and settings.ssl_context is None:
-        logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
-    credentials = _credentials(args.auth)
-    hooks = DiscardHooks(credentials) if out is None else SinkHooks(credentials, out=out)
-    server = Server(hooks, settings)
+        out: Path | None = None
+        if not args.discard:
+            out = Path(args.out)
+            lock = await anyio.to_thread.run_sync(_claim, out / ".tmp")
+        if args.auth and settings.ssl_context is None:
+            logger.warning("AUTH is offered without TLS: passwords cross the network in clear")
+        credentials = _credentials(args.auth)
+        hooks = DiscardHooks(credentials) if out is None else SinkHooks(credentials, out=out)
+        await _serve(Server(hooks, settings), listeners, out)
+    finally:
+        await _unbind(listeners, files)
+        if lock is not None:
+            os.close(lock)
+    return 0
+
+
+async def _serve(server: Server, listeners: _Listeners, out: Path | None) -> None:
     async with anyio.create_task_group() as tg:
 
         async def serve(*, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -263,13 +387,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         # Signals first: once a client can be greeted, Ctrl-C stops cleanly.
         await tg.start(watch_signals)
         await tg.start(serve)
-        for address in args.listen:
-            logger.info(
-                "smtp-mta sink listening on %s, %s",
-                address,
-                "discarding messages" if out is None else f"writing to {out}",
-            )
-    return 0
+        for listener in listeners:
+            for address in _bound(listener):
+                logger.info(
+                    "smtp-mta sink listening on %s, %s",
+                    address,
+                    "discarding messages" if out is None else f"writing to {out}",
+                )
 
 
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
@@ -329,6 +453,9 @@ def _main(args: argparse.Namespace) -> int:
     except _UsageError as exc:
         print(f"smtp-mta sink: --listen: {exc}", file=sys.stderr)
         return 64  # EX_USAGE
+    except _ListenError as exc:
+        print(f"smtp-mta sink: {exc}", file=sys.stderr)
+        return 71  # EX_OSERR, as for any other failure of the system
     except KeyboardInterrupt:
         # Ctrl-C before the signal handlers are in place (still starting).
         return 130
