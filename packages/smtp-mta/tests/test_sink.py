@@ -600,10 +600,8 @@ def test_sink_tls_errors_name_the_files(
             check=False,
         )
         assert proc.returncode == 64
-        assert proc.stderr.startswith(
-            f"smtp-mta sink: cannot load --tls-cert {cert_file} with --tls-key {key_file}: "
-            f"{reason}"
-        )
+        files = f"--tls-cert {cert_file} with --tls-key {key_file}"
+        assert proc.stderr.startswith(f"smtp-mta sink: cannot load {files}: {reason}")
         assert proc.stderr.count("\n") == 1
 
 

@@ -277,7 +277,10 @@ async def listen(address: str) -> Listener[anyio.abc.ByteStream]:
     """A listener for ``host:port``, ``[v6]:port``, ``:port`` or ``unix:PATH``.
 
     For development and tests; in production, prefer the service manager's
-    sockets (:func:`systemd_listeners`), which need no privilege.
+    sockets (:func:`systemd_listeners`), which need no privilege.  For
+    ``unix:PATH``, anyio replaces a socket file already at ``PATH`` (even
+    one a live server listens on), and the file stays after the listener
+    is closed: removing it is the caller's job, as ``smtp-mta sink`` does.
     """
     if address.startswith("unix:"):
         if not address[5:]:
