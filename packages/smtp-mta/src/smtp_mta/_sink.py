@@ -281,8 +281,9 @@ def _is_served(path: str) -> bool:
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.setblocking(False)
-        # 0: accepted; EAGAIN: its backlog is full.  ECONNREFUSED: stale.
-        return probe.connect_ex(path) in (0, errno.EAGAIN)
+        # 0: accepted; EAGAIN: its backlog is full; EACCES: another user's,
+        # maybe live.  Only a refusal says nobody listens there.
+        return probe.connect_ex(path) not in (errno.ECONNREFUSED, errno.ENOENT)
 
 
 async def _bind(addresses: list[str]) -> tuple[_Listeners, dict[str, tuple[int, int]]]:
@@ -301,7 +302,8 @@ async def _bind(addresses: list[str]) -> tuple[_Listeners, dict[str, tuple[int, 
             except ValueError as exc:
                 raise _UsageError(str(exc)) from None
             except OSError as exc:
-                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                # A name that does not resolve has a getaddrinfo code, no errno.
+                reason = exc.strerror or str(exc)
                 raise _ListenError(f"--listen {address}: {reason}") from None
             if path:
                 st = os.stat(path)
