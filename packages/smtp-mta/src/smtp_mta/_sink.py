@@ -196,10 +196,8 @@ def _tls_context(cert: str, key: str) -> ssl.SSLContext:
     try:
         context.load_cert_chain(cert, key)
     except OSError as exc:  # ssl.SSLError too; neither names the files
-        if isinstance(exc, ssl.SSLError):
-            detail = exc.reason or str(exc)  # PEM_LIB, KEY_VALUES_MISMATCH...
-        else:
-            detail = os.strerror(exc.errno) if exc.errno else str(exc)
+        # OpenSSL's reason (KEY_VALUES_MISMATCH...), or the system's.
+        detail = getattr(exc, "reason", None) or exc.strerror or str(exc)
         raise ValueError(f"cannot load --tls-cert {cert} with --tls-key {key}: {detail}") from None
     return context
 

@@ -342,14 +342,10 @@ async def _systemd_listeners(
             raise ValueError(
                 f"passed file descriptor {fd} ({name}) is not a socket: {exc.strerror}"
             ) from None
-        try:
-            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-        except OSError:  # pragma: no cover - every socket on Linux and BSD has it
-            listening = 1
         problem = None
         if sock.type != socket.SOCK_STREAM:
             problem = "is not a stream socket"
-        elif not listening:
+        elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
             # Accept=yes hands over one connection, not a listener.
             problem = "is not listening (a connection? use Accept=no)"
         if problem is not None:
