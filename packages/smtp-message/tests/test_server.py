@@ -833,6 +833,47 @@ def test_lmtp_one_reply_per_accepted_recipient() -> None:
     assert session.event() == Noop()
 
 
+def test_lmtp_replies_to_one_body_are_one_outcome_for_the_error_count() -> None:
+    """RFC 2033 4.2: the replies after an LMTP body answer one message, so
+    they count once toward the session's errors (RFC 5321 4.5.3.2): a
+    message delivered to any recipient starts the count over, one refused
+    by every recipient is one error, not one per recipient."""
+    session = Session.start(lmtp=True)
+    session.refused("XYZZY")
+    assert session.conn.errors == 1
+    full = Reply(452, "4.2.2", "over quota")
+    # Delivered to the first, refused for the others: the count restarts.
+    transaction(session, rcpts=5)
+    session.ok("DATA")
+    session.body(b"hi\r\n.\r\n")
+    session.conn.send(replies.MESSAGE_ACCEPTED)
+    for _ in range(4):
+        session.conn.send(full)
+    assert session.conn.errors == 0
+    # Refused for everyone: one error for the message, not five.
+    transaction(session, rcpts=5)
+    session.ok("DATA")
+    session.body(b"hi\r\n.\r\n")
+    for _ in range(5):
+        session.conn.send(full)
+    assert session.conn.errors == 1
+    # The last reply alone does not decide: refused, refused, delivered.
+    transaction(session, rcpts=3)
+    session.ok("DATA")
+    session.body(b"hi\r\n.\r\n")
+    session.conn.send(full)
+    session.conn.send(full)
+    session.conn.send(replies.MESSAGE_ACCEPTED)
+    assert session.conn.errors == 0
+    # A body refused by the protocol (bare LF) is one error too.
+    transaction(session, rcpts=3)
+    session.ok("DATA")
+    assert isinstance(session.body(b"bare\nLF\r\n.\r\n")[-1], MessageRejectedError)
+    for _ in range(3):
+        session.conn.send(replies.BARE_LINE_ENDING)
+    assert session.conn.errors == 1
+
+
 def test_lmtp_rejected_body_and_bdat_last_get_one_reply_each() -> None:
     """RFC 2033 4.2 and 4.3: a refused body, or BDAT LAST, also gets one
     reply per accepted recipient."""

@@ -140,6 +140,28 @@ async def test_lmtp_bdat_one_reply_per_recipient() -> None:
     assert hooks.messages[0].body == b"Subject: x\r\n\r\nbody\r\n"
 
 
+async def test_lmtp_many_full_mailboxes_do_not_end_the_session() -> None:
+    """RFC 2033 4.2 with RFC 5321 4.5.3.2: the replies after one body are
+    one outcome for the error count.  A message to more full mailboxes than
+    max_errors, and then one refused by all its recipients, leave the
+    session open; before, each refused recipient counted, and the client
+    got 421 after its first message."""
+    async with serving(PerRecipient(), settings(lmtp=True, max_errors=3)) as srv:
+        client = await srv.connect()
+        await client.command("LHLO client.example")
+        outcomes = []
+        for names in (["alice"] + ["full"] * 5, ["full"] * 5):
+            await client.command("MAIL FROM:<a@example.com>")
+            for name in names:
+                assert (await client.command(f"RCPT TO:<{name}@example.net>")).code == 250
+            assert (await client.command("DATA")).code == 354
+            await client.send(MESSAGE + b".\r\n")
+            outcomes.append([(await client.read_reply()).code for _ in names])
+        noop = await client.command("NOOP")
+    assert outcomes == [[250] + [452] * 5, [452] * 5]
+    assert str(noop) == "250 2.0.0 OK"
+
+
 @pytest.mark.parametrize("first_chunk", [False, True])
 async def test_lmtp_failed_last_chunk_one_reply_per_recipient(
     first_chunk: bool,

@@ -404,6 +404,8 @@ class ServerConnection:
     _due_count: int = attrs.field(default=0, init=False)
     _due_error: bool = attrs.field(default=False, init=False)
     _end_pending: bool = attrs.field(default=False, init=False)
+    # Whether any of the replies now due has been 2xx (LMTP, after a body).
+    _delivered: bool = attrs.field(default=False, init=False)
 
     # -- Input --------------------------------------------------------------
 
@@ -865,14 +867,24 @@ class ServerConnection:
         if kind == 3 or trigger in _KIND_CHECKED:
             self._check_reply_kind(trigger, reply)
         self._due_count -= 1
-        if kind >= 4 and not (trigger == "RCPT" and reply.code == 452):
+        # Replies that answer one thing together (LMTP's one per recipient
+        # after a body, RFC 2033 4.2) are one outcome, counted once: a
+        # message delivered to anyone starts the count over, and one
+        # refused by all is one error.  Counting each recipient's refusal
+        # would end an LMTP client's session after one message to many
+        # full mailboxes.
+        self._delivered = self._delivered or kind == 2
+        if self._due_count:
+            return reply.to_bytes()  # more LMTP replies are due
+        delivered, self._delivered = self._delivered, False
+        if trigger == END_OF_DATA and delivered:
+            self.errors = 0
+        elif kind >= 4 and not (trigger == "RCPT" and reply.code == 452):
             # Not a 452 to RCPT: RFC 5321 4.5.3.1.10 has the client send the
             # recipients over a server's limit in a later transaction, so
             # they are not the client's errors (counting them would end the
             # session and lose the recipients already accepted).
             self.errors += 1
-        if self._due_count:
-            return reply.to_bytes()  # more LMTP replies are due
         command = self._due_command
         self._due = None
         self._due_command = None
@@ -917,8 +929,6 @@ class ServerConnection:
                 self._mode = _Mode.DATA
                 s = self.settings
                 self._reader = DataReader(s.bare_line_endings, s.max_message_size)
-            if trigger == END_OF_DATA and kind == 2:
-                self.errors = 0
         if new not in _TRANSACTION_STATES:
             self.transaction = None
         self.state = new
