@@ -371,6 +371,32 @@ def test_rcpt_params(text: str, params: RcptParams | None) -> None:
     assert parse_command(f"RCPT TO:<a@b.example> {text}".encode()) == RcptTo(A, params)
 
 
+def test_rcpt_orcpt_utf8_forms() -> None:
+    """RFC 6533 3: a "utf-8" ORCPT comes as utf-8-addr-xtext (ASCII, each
+    other character as \\x{HEX}) or, in an SMTPUTF8 transaction, as
+    utf-8-addr-unitext (UTF-8 as it is).  Both are kept in the ASCII form,
+    so the address can be relayed and put in a DSN as it stands.  Raw UTF-8
+    in another address type (xtext, RFC 3461 4.2) or outside SMTPUTF8
+    (RFC 6531 3.3) is 501 5.5.4."""
+    xtext = OriginalRecipient("utf-8", "caf\\x{E9}@\\x{65E5}.example")
+    for text, utf8 in [
+        ("ORCPT=utf-8;caf\\x{E9}@\\x{65E5}.example", False),
+        ("ORCPT=utf-8;café@日.example", True),
+        ("ORCPT=utf-8;caf\\x{E9}@日.example", True),  # the two mixed
+    ]:
+        assert parse_rcpt_params(text, utf8=utf8) == RcptParams(orcpt=xtext)
+    assert xtext.to_param() == "utf-8;caf\\x{E9}@\\x{65E5}.example"
+    command = parse_command("RCPT TO:<b@日.example> ORCPT=UTF-8;b@日.example".encode(), utf8=True)
+    assert isinstance(command, RcptTo)
+    assert command.params.orcpt == OriginalRecipient("UTF-8", "b@\\x{65E5}.example")
+    for text, utf8 in [("ORCPT=rfc822;café@x.example", True), ("ORCPT=utf-8;café@x", False)]:
+        with pytest.raises(ParameterError) as err:
+            parse_rcpt_params(text, utf8=utf8)
+        assert err.value.reply == replies.ARGUMENT_SYNTAX
+    with pytest.raises(RemoteProtocolError):
+        parse_command("RCPT TO:<b@x.example> ORCPT=utf-8;é@x.example".encode())
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -185,6 +185,25 @@ def test_sink_writes_the_received_bytes_and_the_envelope(start_sink: StartSink) 
     assert _temporary(sink.out) == []
 
 
+def test_sink_utf8_orcpt_from_an_smtputf8_client(start_sink: StartSink) -> None:
+    """RFC 6533 3 with RFC 6531 3.4: in an SMTPUTF8 transaction a "utf-8"
+    ORCPT may come as UTF-8; the JSON keeps it in the ASCII \\x{HEX} form."""
+    sink = start_sink()
+    with smtplib.SMTP("127.0.0.1", sink.port) as client:
+        client.sendmail(
+            "a@b.example",
+            ["café@d.example"],
+            b"Subject: hi\r\n\r\nx\r\n",
+            mail_options=["SMTPUTF8"],
+            rcpt_options=["ORCPT=utf-8;café@d.example"],
+        )
+    [(_, meta)] = sink.wait_for_messages(1)
+    assert meta["rcpt_to"] == ["café@d.example"]
+    assert meta["rcpt_parameters"] == [
+        {"notify": None, "orcpt": "utf-8;caf\\x{E9}@d.example", "other": {}}
+    ]
+
+
 def _temporary(out: Path) -> list[str]:
     """What is in ``out/.tmp`` but the lock every running sink holds there."""
     return sorted(p.name for p in (out / ".tmp").iterdir() if p.name != ".lock")

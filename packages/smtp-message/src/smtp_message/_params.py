@@ -99,9 +99,12 @@ def _check_orcpt_address(_instance: object, _attribute: object, value: str) -> N
 
 @attrs.frozen
 class OriginalRecipient:
-    """``ORCPT=addr-type;xtext`` (RFC 3461 4.2), decoded.
+    r"""``ORCPT=addr-type;xtext`` (RFC 3461 4.2), decoded.
 
     ``addr_type`` is usually ``rfc822``; ``address`` is printable ASCII.
+    A ``utf-8`` address (RFC 6533 3) is kept in its ASCII form, each
+    non-ASCII character written ``\x{HEX}``, also when the client sent
+    it as UTF-8 in an SMTPUTF8 transaction.
     """
 
     addr_type: str = attrs.field(validator=_check_addr_type)
@@ -347,6 +350,18 @@ def _xtext_value(keyword: str, value: str | None) -> str:
     return decoded
 
 
+def _unitext_to_xtext(addr_type: str, address: str) -> str:
+    # RFC 6533 3: in an SMTPUTF8 transaction, a "utf-8" ORCPT may carry
+    # UTF-8 as it is (utf-8-addr-unitext); without SMTPUTF8 it must be
+    # utf-8-addr-xtext, ASCII with each other character as "\x{HEX}".  The
+    # address is kept in the ASCII form, whichever arrived, so it can be
+    # relayed and written into a DSN as it stands.  Other address types are
+    # xtext, ASCII only (RFC 3461 4.2).
+    if addr_type.lower() != "utf-8":
+        raise ParameterError(ARGUMENT_SYNTAX, "non-ASCII ORCPT needs the utf-8 address type")
+    return "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in address)
+
+
 _NO_MAIL_PARAMS = MailParams()
 _NO_RCPT_PARAMS = RcptParams()
 
@@ -406,6 +421,8 @@ def parse_rcpt_params(text: str, *, utf8: bool = True) -> RcptParams:
             addr_type, semi, address = _need_value(keyword, value).partition(";")
             if not semi or not _KEYWORD.fullmatch(addr_type):
                 raise ParameterError(ARGUMENT_SYNTAX, "bad value for ORCPT")
+            if not address.isascii():
+                address = _unitext_to_xtext(addr_type, address)
             orcpt = OriginalRecipient(addr_type, _xtext_value(keyword, address))
         else:
             extra.append((keyword, value))
