@@ -487,6 +487,69 @@ def test_report_utf8_addresses_use_global_types() -> None:
     assert original.split(b"\r\n\r\n")[1] in content
 
 
+def test_report_long_address_and_token_are_not_encoded_words() -> None:
+    """RFC 3464 2.3.2 and 2.3.6 with RFC 2047 5(3): Final-Recipient holds the
+    address as it is, and a long token in a reply (a URL) stays readable.
+    The email package folds a token longer than its 78-character lines into
+    =?utf-8?q?...?= words; a report folds only past 998 (RFC 5322 2.1.1),
+    and a token too long even for that is cut."""
+    rcpt = Mailbox("b" * 60, "d" * 60 + ".example.com")
+    url = "https://example.com/help?" + "x" * 80
+    reply = Reply(550, "5.7.1", ["see " + url, "y" * 2000])
+    for env in (envelope(), envelope(params=MailParams(smtputf8=True))):
+        entry = ReportEntry(Recipient(rcpt), "failed", "5.7.1", reply, "mx.b")
+        content = build([entry], env)
+        assert b"=?" not in content
+        text = content.decode().replace("\r\n ", " ")  # unfolded
+        assert f"Final-Recipient: rfc822; {rcpt}\r\n" in text
+        assert f"Diagnostic-Code: smtp; 550 5.7.1 see {url} {'y' * 900}...\r\n" in text
+        assert all(len(line) <= 998 for line in content.split(b"\r\n"))
+
+
+def test_report_line_separators_in_addresses_and_replies() -> None:
+    """RFC 6531 3.3 lets a UTF-8 mailbox hold U+2028 or U+2029, which the
+    email package refuses in a header (it would read as a line break).  The
+    report is still made: Final-Recipient keeps the address exact in RFC
+    6533 3's \\x{HEX} form, the reply's text and the To field get a space,
+    and the UTF-8 status part says 8bit (RFC 6533 6.2, RFC 2045 6.1)."""
+    sender = Mailbox("a\u2028b", "a.example")
+    rcpt = Mailbox("c\u2029d\u00e9", "b.example")
+    env = Envelope(sender, [rcpt], MailParams(smtputf8=True))
+    reply = Reply(550, "5.1.1", "no\u2029such user")
+    content = build([ReportEntry(env.recipients[0], "failed", "5.1.1", reply, "mx.b")], env)
+    text = content.decode()
+    assert "Final-Recipient: utf-8; c\\x{2029}d\u00e9@b.example\r\n" in text
+    assert "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n" in text
+    report = parse(content)
+    assert report["To"].addresses[0].username == "a b"
+    machine = parts(report)[1]
+    assert machine["Content-Transfer-Encoding"] == "8bit"
+
+
+async def test_a_report_that_cannot_be_made_does_not_stop_the_results(
+    spool: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 5321 6.1 and RFC 3461 4.1: when a notification cannot be made,
+    the recipients' results are still saved.  Before, the error undid the
+    attempt: recipients already delivered were sent the message again at
+    every retry, and the message never expired.  build_report is made to
+    fail by injection: no input is known to make it fail any more (the
+    line separators that did are in the test above)."""
+
+    def broken(**_: object) -> tuple[Envelope, bytes]:
+        raise ValueError("header value refused")
+
+    monkeypatch.setattr("smtp_queue._queue.build_report", broken)
+    env = envelope("alice@a.example", "bob@b.example", "carol@c.example")
+    async with make_queue(spool, clock) as queue:
+        await queue.enqueue(env, message())
+        delivery = await queue.next_delivery()
+        outcome = results([("bob@b.example", permanent()), ("carol@c.example", delivered())])
+        assert await delivery.record(outcome) is None  # done: out of the queue
+        assert (await queue.statistics()).messages == 0
+    assert "cannot make the failure notification" in caplog.text
+
+
 def test_report_8bit_original_needs_8bitmime() -> None:
     """RFC 6152: returning 8-bit content makes the report 8BITMIME."""
     report_env, content = build_report(

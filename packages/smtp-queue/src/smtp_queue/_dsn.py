@@ -13,6 +13,7 @@ import email.policy
 import email.utils
 import io
 import re
+import textwrap
 from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,15 @@ _RETURNED_WHOLE = "It is attached below."
 _RETURNED_HEADERS = "Its header section is attached below; the body is not returned."
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+#: What ``str.splitlines`` breaks at: the email package refuses a header
+#: value holding any of them, and U+2028 or U+0085 is a valid character of a
+#: UTF-8 mailbox (RFC 6531 3.3) or a reply's text.
+_BREAKS = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+#: A token longer than this would not fit on a line of 998 octets (RFC 5322
+#: 2.1.1) with its field name, and the email package would turn it into RFC
+#: 2047 encoded words, which a reader of the report does not decode.
+_LONG_TOKEN = 900
+_LONG = re.compile(rf"\S{{{_LONG_TOKEN + 1},}}")
 
 
 @attrs.frozen
@@ -73,18 +83,28 @@ def _ascii(text: str) -> str:
     return text.encode("ascii", "replace").decode("ascii")
 
 
+def _one_line(text: str) -> str:
+    """``text`` with nothing a header reader would take for a line break."""
+    return _BREAKS.sub(" ", text)
+
+
 def _address(mailbox: Mailbox, utf8: bool) -> str:
     text = str(mailbox)
     if text.isascii():
         return f"rfc822; {text}"
-    # RFC 6533 3: the "utf-8" address type, in a global delivery-status.
-    return f"utf-8; {text}" if utf8 else f"rfc822; {_ascii(text)}"
+    if utf8:
+        # RFC 6533 3: the "utf-8" address type, in a global delivery-status;
+        # a character that would break the line is written \x{HEX}
+        # (EmbeddedUnicodeChar), which keeps the address exact.
+        return "utf-8; " + _BREAKS.sub(lambda m: f"\\x{{{ord(m[0]):X}}}", text)
+    return f"rfc822; {_ascii(text)}"
 
 
 def _diagnostic(reply: Reply, utf8: bool) -> str:
     # RFC 3464 2.3.6: "smtp; " and the reply, one line (the email package
-    # folds it).
-    text = " ".join(line for line in reply.lines if line)
+    # folds it, at spaces only: see _LONG_TOKEN).
+    text = _one_line(" ".join(line for line in reply.lines if line))
+    text = _LONG.sub(lambda m: m[0][:_LONG_TOKEN] + "...", text)
     code = f"{reply.code} {reply.enhanced}" if reply.enhanced else str(reply.code)
     diagnostic = f"smtp; {code} {text}".rstrip()
     return diagnostic if utf8 else _ascii(diagnostic)
@@ -146,14 +166,18 @@ def build_report(
     sender = envelope.sender
     mailboxes = [sender, *(e.recipient.mailbox for e in entries)]
     utf8 = envelope.params.smtputf8 or any(m.needs_smtputf8 for m in mailboxes)
-    policy = email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
+    # The status fields are read by programs, and the email package folds a
+    # token too long for its line into RFC 2047 encoded words, which RFC 3464
+    # 2.3.2 does not allow in an address.  So lines are folded only where
+    # they would pass RFC 5322's 998 octets (2.1.1), and at spaces.
+    policy = (email.policy.SMTPUTF8 if utf8 else email.policy.SMTP).clone(max_line_length=998)
     if envelope.params.body is BodyType.BINARY_MIME:
         full = False  # binary content cannot travel in a MIME part
     returned = _crlf(original if full else header_block(original))
 
     report = EmailMessage(policy=policy)
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{hostname}>"
-    report["To"] = sender.to_path()
+    report["To"] = _one_line(sender.to_path())
     report["Subject"] = _SUBJECTS[kind]
     report["Date"] = _date(now)
     report["Message-ID"] = email.utils.make_msgid("dsn", domain=hostname)
@@ -176,7 +200,11 @@ def build_report(
         if entry.reply is not None:
             where = f" (from {entry.host})" if entry.host else ""
             line += f"{where}: {_diagnostic(entry.reply, True)[6:]}"
-        lines.append(line)
+        # Wrapped at spaces: a long reply would pass 998 octets (RFC 5322
+        # 2.1.1); its tokens are shorter than that (_LONG_TOKEN).
+        lines += textwrap.wrap(
+            line, 78, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False
+        )
     body = "\n".join(lines) + "\n"
     if utf8:
         text.set_content(body, charset="utf-8", cte="8bit")
@@ -217,6 +245,10 @@ def build_report(
         # Each block ends with its blank line (RFC 3464 2.1).
         joined = b"".join(b.as_bytes(policy=policy) for b in blocks if isinstance(b, Message))
         status.set_payload(joined.decode("ascii", "surrogateescape"))
+        if not joined.isascii():
+            # RFC 6533 6.2 with RFC 2045 6.1: raw UTF-8 is 8bit, not the 7bit
+            # a part without this field is taken for.
+            status["Content-Transfer-Encoding"] = "8bit"
     else:
         status.set_payload(blocks)
     report.attach(status)

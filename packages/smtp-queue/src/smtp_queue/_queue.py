@@ -439,17 +439,29 @@ class Queue:
             logger.warning("cannot return the content of %s: %s", stored.id, exc)
             original, full = b"", False
         schedule = self.settings.schedule
-        report_envelope, content = build_report(
-            kind=notice.kind,
-            envelope=envelope,
-            entries=notice.entries,
-            arrival=stored.arrival,
-            now=now,
-            hostname=self.settings.hostname,
-            original=original,
-            full=full,
-            will_retry_until=schedule.expires(stored.arrival),
-        )
+        try:
+            report_envelope, content = build_report(
+                kind=notice.kind,
+                envelope=envelope,
+                entries=notice.entries,
+                arrival=stored.arrival,
+                now=now,
+                hostname=self.settings.hostname,
+                original=original,
+                full=full,
+                will_retry_until=schedule.expires(stored.arrival),
+            )
+        except Exception:
+            # A report that cannot be made (a bug, or input the email package
+            # refuses) must not keep the results from being saved: the
+            # message would be delivered again to the recipients that
+            # already have it, at every retry, and never expire.
+            logger.exception(
+                "cannot make the %s notification for %s; it is not sent",
+                notice.kind.value.lower(),
+                stored.id,
+            )
+            return
         # Not held to max_message_size: the report of a message near that
         # limit, returned whole, is over it, and would fail the same way on
         # every attempt.  Its size is bounded by return_limit instead.
