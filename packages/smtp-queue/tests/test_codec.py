@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
 MESSAGE_ID = "018bcfe5680072000000000000ab"
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    # Past a float's range (OverflowError in float()).
+    | st.integers(min_value=2**1024, max_value=2**1100)
+    | st.floats()
+    | st.text(max_size=10),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
@@ -119,12 +125,19 @@ ONE = b'"rcpts":[{"s":"pending","n":0}]'
             b'{"v":1,"next":1,"attempts":0,"held":false,"rcpts":[{"s":"gone","n":0}]}',
             "status",
         ),
+        # An integer too large for a float, and one of more digits than
+        # Python converts (4300 by default): no OverflowError or ValueError.
+        (b'{"v":1,"next":1' + b"0" * 400 + b',"attempts":0,"held":false,' + ONE + b"}", "range"),
+        (b'{"v":1,"next":1' + b"0" * 5000 + b',"attempts":0,"held":false,' + ONE + b"}", "JSON"),
         (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
         (b"\xff\xfe{}", "not JSON"),
     ],
 )
 def test_state_decoder_rejects_specific_hostile_documents(data: bytes, message: str) -> None:
-    """Bool-for-int, NaN, huge numbers, deep nesting, bad UTF-8: all CodecError."""
+    """Bool-for-int, NaN, huge numbers, deep nesting, bad UTF-8: all CodecError.
+
+    Before, a huge integer escaped as OverflowError or ValueError and ended
+    the queue's serve() at every start, its file still due."""
     with pytest.raises(CodecError, match=message):
         decode_state(data, 1)
 

@@ -60,7 +60,11 @@ def _reject_constant(name: str) -> object:
 def _loads(data: bytes) -> object:
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except CodecError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        # ValueError: not UTF-8 or not JSON, and also an integer of more
+        # digits than Python converts (sys.get_int_max_str_digits()).
         raise CodecError(f"not JSON: {exc}") from None
 
 
@@ -90,10 +94,11 @@ def _check(value: object, kind: type | tuple[type, ...], what: str) -> Any:
 
 
 def _time(value: object, what: str) -> float:
-    number = float(_check(value, (int, float), what))
+    number = _check(value, (int, float), what)
+    # Compared before float(), which raises OverflowError for a huge int.
     if not 0 <= number < 2**40:
         raise CodecError(f"{what}: time out of range")
-    return number
+    return float(number)
 
 
 def _count(value: object, what: str) -> int:
@@ -106,7 +111,7 @@ def _count(value: object, what: str) -> int:
 def _build(what: str, make: Callable[[], _T]) -> _T:
     try:
         return make()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"{what}: {exc}") from None
 
 
