@@ -172,6 +172,34 @@ async def test_orphan_state_is_removed_on_open(spool: Path) -> None:
         await store.close()
 
 
+async def test_a_crash_while_quarantining_keeps_the_state_with_its_message(
+    spool: Path,
+) -> None:
+    """A quarantine moves the message file first, then its state (a message
+    without its state would look new and go to every recipient again).  A
+    crash between the two left an orphan state, which recovery deleted: the
+    record of who already has the message (RFC 5321 6.1: nothing accepted is
+    lost, and a restored message must not be delivered twice) was gone.
+    It now joins the message in the quarantine.  The crash is simulated by
+    doing only the first of the two renames."""
+    store = await opened(spool)
+    message_id = await add(store)
+    await store.update(message_id, lambda s: attrs.evolve(s, attempts=3))
+    state = (spool / "state" / message_id).read_bytes()
+    await store.close()
+    folder = spool / "quarantine" / "000000000000-deadbeef"
+    folder.mkdir()
+    os.rename(spool / "msg" / message_id, folder / f"msg-{message_id}")
+    store = await opened(spool)
+    try:
+        assert os.listdir(spool / "state") == []
+        assert (folder / f"state-{message_id}").read_bytes() == state
+        [entry] = await store.quarantined()
+        assert entry.reason == "no readable reason (interrupted quarantine)"
+    finally:
+        await store.close()
+
+
 async def test_a_tmp_file_replaced_after_the_listing_is_quarantined(
     spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

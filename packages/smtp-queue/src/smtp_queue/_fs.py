@@ -258,19 +258,43 @@ class FilesystemStore:
                 os.close(fd)
 
     def _remove_orphan_state(self, message_id: str) -> None:
-        # A state whose message is gone: left by a crash during removal.
+        # A state whose message is gone: left by a crash during removal, or
+        # during a quarantine, which moves the message file first.
+        home = self._quarantined_without_state(message_id)
+        if home is not None:
+            # The state joins its message, so whoever restores the message
+            # knows who already has it.  No lock: nobody can lease a message
+            # that is in the quarantine.
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(
+                    self._path("state", message_id), os.path.join(home, f"state-{message_id}")
+                )
+                if self.durable:
+                    fsync_directory(home)
+                logger.warning("quarantined state/%s beside its message", message_id)
+            return
         try:
             fd = self._lock_state_file(message_id)
         except CorruptMessageError:
             return  # replaced by something else since the listing: quarantined
         if fd is None:
-            return
+            return  # removed, as _lock_state_file does for a state without message
         try:
             if not os.path.exists(self._path("msg", message_id)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._path("state", message_id))
         finally:
             os.close(fd)
+
+    def _quarantined_without_state(self, message_id: str) -> str | None:
+        """The quarantine entry holding ``msg/<id>`` but not its state, if any."""
+        for entry in _scandir(self._path("quarantine", "")):
+            folder = entry.path
+            if os.path.exists(os.path.join(folder, f"msg-{message_id}")) and not os.path.exists(
+                os.path.join(folder, f"state-{message_id}")
+            ):
+                return folder
+        return None
 
     async def close(self) -> None:
         """Release every lease and file this instance holds."""
