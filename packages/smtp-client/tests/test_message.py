@@ -335,6 +335,36 @@ async def test_bdat_chunk_refused_ends_the_transaction() -> None:
     assert (r.status, r.reply.code) == (Status.PERMANENT, 552)
 
 
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+async def test_bdat_last_answered_421_is_transient_not_a_crash(lmtp: bool) -> None:
+    """RFC 3030 2 with RFC 5321 3.8: a server may answer ``BDAT LAST`` with
+    421 and close; every recipient is then transient with that reply (in
+    LMTP too, RFC 2033 4.2), and send() returns instead of raising."""
+    from smtp_client import LMTPServer
+
+    shutdown = b"421 4.3.2 shutting down\r\n"
+    dialogue = Dialogue(
+        extensions=CHUNKING,
+        lmtp=lmtp,
+        replies={"LMTP": [shutdown, None]} if lmtp else {".": shutdown},
+    )
+    env = Envelope.build("sender@client.test", ["a@x.test", "b@x.test"])
+    async with (
+        scripted_server(dialogue) as server,
+        Client(helo="client.test", timeouts=FAST) as c,
+    ):
+        host = (
+            LMTPServer(host="127.0.0.1", port=server.port)
+            if lmtp
+            else SmartHost("127.0.0.1", server.port, tls=TLSPolicy.none())
+        )
+        result = await c.send(host, env, b"Subject: x\r\n\r\nhi\r\n")
+    assert any(line.endswith(b" LAST") for line in server.peers[0].lines)
+    assert [(r.status, r.reply.code, r.reply.enhanced) for r in result.recipients] == [
+        (Status.TRANSIENT, 421, "4.3.2")
+    ] * 2
+
+
 async def test_chunking_not_used_when_disabled() -> None:
     """RFC 3030 is optional for the client: use_chunking=False sends DATA."""
     dialogue = Dialogue(extensions=CHUNKING)

@@ -456,6 +456,27 @@ def test_client_421_closes() -> None:
     assert state_of(idle) is ClientState.CLOSED
 
 
+def test_client_421_to_the_last_chunk_is_the_body_reply() -> None:
+    """RFC 3030 2 with RFC 5321 3.8: the reply to BDAT LAST is the reply to
+    the body, also when it is a 421 that ends the session; the caller waiting
+    for the body's outcome gets a DataResponse (LMTP: the first recipient's,
+    RFC 2033 4.2), and the session is closed."""
+    for lmtp in (False, True):
+        ehlo = b"250-mx.example\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
+        conn = client(ehlo, lmtp=lmtp)
+        conn.send(MailFrom(A))
+        conn.send(RcptTo(C))
+        conn.receive_data(b"250 ok\r\n250 ok\r\n")
+        event(conn), event(conn)
+        conn.send_chunk(b"x", last=True)
+        got = answer(conn, b"421 4.3.2 shutting down\r\n")
+        assert got == DataResponse(
+            Reply(421, "4.3.2", "shutting down"), RcptTo(C) if lmtp else None
+        )
+        assert state_of(conn) is ClientState.CLOSED
+        assert conn.awaiting == 0
+
+
 def test_client_bad_replies() -> None:
     """RFC 5321 4.2: a malformed reply, or a reply nobody asked for, is a
     ReplySyntaxError; the server closing is ConnectionClosed."""

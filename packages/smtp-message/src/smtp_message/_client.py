@@ -215,11 +215,17 @@ class ClientConnection:
                 self._finish_body(reply)
             return event
         assert isinstance(command, Command | AuthResponse)
+        if isinstance(command, Bdat) and command.last:
+            if reply.code == 421:
+                # The reply to the body, even when it closes the session:
+                # whoever waits for a DataResponse gets one.
+                first = self.accepted[0] if self.lmtp and self.accepted else None
+                self._close()
+                return DataResponse(reply, first)
+            return self._on_last_chunk(reply)
         if reply.code == 421:
             self._close()
             return Response(command, reply)
-        if isinstance(command, Bdat) and command.last:
-            return self._on_last_chunk(reply)
         self._on_reply(trigger, command, reply)
         return Response(command, reply)
 
