@@ -192,8 +192,9 @@ class Dialogue:
     ``replies`` overrides the reply to a verb (``"MAIL"``, ``"RCPT"``,
     ``"DATA"``, ``"."`` for the end of data, ``"BDAT"``...): a ``bytes``
     value, or a function of the command line returning bytes (``None``:
-    drop the connection there).  ``lmtp_replies`` gives the per-recipient
-    replies after the body in LMTP.
+    drop the connection there).  ``replies["LMTP"]`` gives the
+    per-recipient replies after the body in LMTP (a float: a pause of that
+    many seconds before the next one).
     """
 
     extensions: list[str] = attrs.field(
@@ -290,6 +291,9 @@ class Dialogue:
                 if reply is None:
                     await peer.close()
                     return None
+                if isinstance(reply, float):
+                    await anyio.sleep(reply)  # a server delivering slowly
+                    continue
                 await peer.send(reply)
             return b""
         reply = self._reply(".", line, b"250 2.0.0 Message accepted\r\n")

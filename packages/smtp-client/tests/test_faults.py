@@ -92,6 +92,28 @@ async def test_send_some_recipients_rejected_others_delivered() -> None:
     assert dialogue.bodies == [BODY]
 
 
+async def test_send_552_to_rcpt_is_transient() -> None:
+    """RFC 5321 4.5.3.1.10: 552 to RCPT is the old "too many recipients"
+    (now 452); "Clients SHOULD treat a 552 code in this case as a temporary,
+    rather than permanent, failure".  The reply is kept as the server gave
+    it; a 552 to the end of the data stays permanent (RFC 1870 6.3)."""
+
+    def rcpt(line: bytes) -> bytes:
+        if b"many" in line:
+            return b"552 5.5.3 Too many recipients\r\n"
+        return b"250 2.1.5 OK\r\n"
+
+    dialogue = Dialogue(replies={"RCPT": rcpt})
+    result, _ = await send(dialogue, envelope("a@x.test", "many@x.test"))
+    assert [(r.status, r.reply.code, r.reply.enhanced) for r in result.recipients] == [
+        (Status.DELIVERED, 250, "2.0.0"),
+        (Status.TRANSIENT, 552, "5.5.3"),
+    ]
+    big = Dialogue(replies={".": b"552 5.3.4 Message too big\r\n"})
+    result, _ = await send(big, envelope("a@x.test"))
+    assert [r.status for r in result.recipients] == [Status.PERMANENT]
+
+
 async def test_send_connection_dropped_mid_data_is_transient() -> None:
     """RFC 5321 6.1: no 250 after the body, no delivery: transient, never delivered."""
 
@@ -408,6 +430,53 @@ async def test_send_lmtp_connection_lost_between_replies() -> None:
         )
     assert [r.status for r in result.recipients] == [Status.DELIVERED, Status.TRANSIENT]
     assert not result.recipients[1].remote
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["data", "bdat"])
+async def test_send_lmtp_each_recipient_reply_has_its_own_data_end_timeout(
+    chunking: bool,
+) -> None:
+    """RFC 2033 4.2 with RFC 5321 4.5.3.2.6: each per-recipient reply answers
+    the end of the data, and an LMTP server delivers one recipient after the
+    other, so each gets the whole data_end timeout.  Here the three replies
+    take 3.6 s in all but at most 1.2 s each, with data_end 2 s: all three
+    are delivered.  A shared deadline would give up on the third reply while
+    it was on its way and the retry would deliver that message twice."""
+    from smtp_client import LMTPServer
+
+    extensions = ["PIPELINING", "ENHANCEDSTATUSCODES"] + (["CHUNKING"] if chunking else [])
+    saved = b"250 2.0.0 saved\r\n"
+    dialogue = Dialogue(
+        lmtp=True,
+        extensions=extensions,
+        replies={"LMTP": [1.2, saved, 1.2, saved, 1.2, saved]},
+    )
+    # The envelope's replies come at once; its short timeouts keep the
+    # deadline of the group that carries a small BDAT body (their sum and
+    # data_end) under the 3.6 s too.
+    short = 0.3
+    timeouts = Timeouts(
+        connect=5,
+        greeting=5,
+        command=5,
+        mail=short,
+        rcpt=short,
+        data_init=short,
+        data_block=short,
+        data_end=2,
+    )
+    async with (
+        scripted_server(dialogue) as server,
+        Client(helo="client.test", timeouts=timeouts) as client,
+    ):
+        result = await client.send(
+            LMTPServer(host="127.0.0.1", port=server.port),
+            envelope("a@x.test", "b@x.test", "c@x.test"),
+            BODY,
+        )
+    assert [r.status for r in result.recipients] == [Status.DELIVERED] * 3
+    verb = b"BDAT" if chunking else b"DATA"
+    assert any(line.startswith(verb) for line in server.peers[0].lines)
 
 
 async def test_connection_raises_reply_error_for_refused_greeting() -> None:

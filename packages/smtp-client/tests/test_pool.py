@@ -88,12 +88,42 @@ async def test_pool_retries_on_a_new_connection_when_the_idle_one_was_closed() -
     assert sessions == 2
 
 
-class _OneMessage:
-    """Wraps a Peer: the connection ends right after the first message's reply."""
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_pool_retries_when_the_idle_one_said_421(pipelining: bool) -> None:
+    """RFC 5321 3.8 and 4.5.3.2.7: a server that times out an idle session
+    says 421 and closes (Postfix: "421 4.4.2 ... timeout exceeded").  That
+    421, read as the reply to the next MAIL, says nothing of the message:
+    it goes over a new connection, delivered once, not deferred."""
+    sessions = 0
+    extensions = ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"] if pipelining else ["8BITMIME"]
 
-    def __init__(self, peer: Peer) -> None:
+    async def idle_timeout_after_one(peer: Peer) -> None:
+        nonlocal sessions
+        sessions += 1
+        await Dialogue(extensions=extensions, replies={".": b"250 2.0.0 accepted\r\n"}).__call__(
+            _OneMessage(peer, then=b"421 4.4.2 mx.test Error: timeout exceeded\r\n")  # type: ignore[arg-type]
+        )
+
+    async with scripted_server(idle_timeout_after_one) as server:
+        destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.none())
+        async with Client(helo="client.test", timeouts=FAST) as client:
+            first = await client.send(destination, envelope(), BODY)
+            await anyio.sleep(0.1)  # the 421 is in, and the server has closed
+            second = await client.send(destination, envelope(), BODY)
+    assert first.recipients[0].status is Status.DELIVERED
+    assert second.recipients[0].status is Status.DELIVERED
+    assert sessions == 2
+    # Each session carried the body once: once delivered, never doubled.
+    assert [p.received.count(b"\r\n\r\nhi\r\n") for p in server.peers] == [1, 1]
+
+
+class _OneMessage:
+    """Wraps a Peer: the connection ends right after the first message's reply
+    (and ``then``, sent after it)."""
+
+    def __init__(self, peer: Peer, then: bytes = b"") -> None:
         self._peer = peer
-        self._done = False
+        self._then = then
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._peer, name)
@@ -101,6 +131,8 @@ class _OneMessage:
     async def send(self, data: bytes) -> None:
         await self._peer.send(data)
         if data.startswith(b"250 2.0.0 accepted"):
+            if self._then:
+                await self._peer.send(self._then)
             await self._peer.close()
 
 

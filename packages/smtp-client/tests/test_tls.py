@@ -173,6 +173,51 @@ async def test_opportunistic_starttls_454_continues_in_clear() -> None:
     assert result.recipients[0].status is Status.DELIVERED
 
 
+@pytest.mark.parametrize("mode", ["required", "opportunistic"])
+async def test_starttls_answered_250_is_a_tls_failure_not_a_stuck_session(mode: str) -> None:
+    """RFC 3207 4: STARTTLS is answered 220, 454 or 501.  A 250 leaves it
+    unknown whether the server waits for a handshake: that session is given
+    up as a TLS failure (transient, 4.7.5, when TLS is required), and the
+    opportunistic policy sends in clear on a new connection, as after a
+    failed handshake.  Nothing is sent after the 250 on the first session."""
+    after_250: list[bytes | None] = []
+    sessions = 0
+
+    async def handler(peer: Peer) -> None:
+        nonlocal sessions
+        sessions += 1
+        await peer.send(b"220 mx.test\r\n")
+        await peer.line()
+        if sessions == 1:
+            await peer.send(b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+            assert await peer.line() == b"STARTTLS"
+            await peer.send(b"250 2.0.0 sure\r\n")
+            with anyio.move_on_after(2):
+                after_250.append(await peer.line())
+            return
+        await peer.send(b"250-mx.test\r\n250 PIPELINING\r\n")
+        assert (await peer.line() or b"").startswith(b"MAIL")
+        await peer.line()
+        await peer.line()
+        await peer.send(b"250 OK\r\n250 OK\r\n354 go\r\n")
+        await peer.data_body()
+        await peer.send(b"250 2.0.0 accepted in clear\r\n")
+        await peer.line()
+
+    policy = TLSPolicy.required() if mode == "required" else TLSPolicy.opportunistic()
+    async with scripted_server(handler) as server:
+        destination = SmartHost("127.0.0.1", server.port, tls=policy)
+        async with Client(helo="client.test", timeouts=FAST) as client:
+            result = await client.send(destination, envelope(), BODY)
+    (r,) = result.recipients
+    assert after_250 in ([], [None])  # the client hung up; it sent no MAIL
+    if mode == "required":
+        assert (r.status, r.reply.enhanced, sessions) == (Status.TRANSIENT, "4.7.5", 1)
+        assert "unexpected reply to STARTTLS" in r.reply.text
+    else:
+        assert (r.status, sessions, result.tls) == (Status.DELIVERED, 2, False)
+
+
 async def test_opportunistic_handshake_failure_retries_in_clear() -> None:
     """RFC 3207 4.1 with the policy's fallback: a new connection, without TLS."""
     sessions: list[str] = []

@@ -68,7 +68,7 @@ from ._errors import (
     TLSError,
 )
 from ._policy import Credentials, Timeouts, TLSMode, TLSPolicy
-from ._results import RecipientResult
+from ._results import RecipientResult, Status
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -326,6 +326,13 @@ class Connection:
                 host=self.host,
                 remote=True,
             )
+        if reply.is_positive and reply.code != 220:
+            # RFC 3207 4 knows 220, 454 and 501.  Another 2xx leaves it
+            # unknown whether the server now waits for a handshake: this
+            # session is unusable (the opportunistic policy retries in clear
+            # on a new connection, as for a failed handshake).
+            self._broken = True
+            raise TLSError(f"unexpected reply to STARTTLS: {reply}", host=self.host)
         if reply.code != 220:
             if required:
                 raise TLSError(
@@ -643,7 +650,9 @@ class Connection:
             await self.abort()
             tx.fail_undecided(exc)
         except ClientError as exc:
-            if reused and not tx.got_reply and isinstance(exc, ConnectionLost):
+            if reused and not tx.got_reply and (isinstance(exc, ConnectionLost) or _closing(exc)):
+                # Closed while idle in the pool (RFC 5321 4.5.3.2.7), with or
+                # without a 421 first (3.8): nothing was delivered.
                 raise StaleConnection(str(exc)) from None
             if isinstance(exc, ProtocolError):
                 # Replies and commands are out of step: nothing more can be
@@ -689,6 +698,11 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _closing(exc: ClientError) -> bool:
+    """Whether ``exc`` is the server's 421, closing the session."""
+    return isinstance(exc, ReplyError) and exc.remote and exc.reply.code == 421
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verification failed: {exc.verify_message}"
@@ -705,6 +719,8 @@ class _Transaction:
     decided: list[RecipientResult | None] = attrs.field(init=False)
     #: Indices of the recipients the server accepted, in RCPT order.
     accepted: list[int] = attrs.field(factory=list, init=False)
+    #: Whether a reply to this transaction was taken in (a 421 closing the
+    #: session is not: it says nothing of the transaction).
     got_reply: bool = False
     mail_reply: Reply | None = None
     _rcpts_answered: int = 0
@@ -754,6 +770,7 @@ class _Transaction:
             "DATA": t.data_init,
         }
         data_reply: Reply | None = None
+        first: DataResponse | None = None
         if pipelining:
             # RFC 2920 3.1: the whole group in one write, then the replies,
             # all within the sum of the commands' timeouts (the server may
@@ -769,13 +786,15 @@ class _Transaction:
                 await conn._write(out, None)
                 for command in commands:
                     reply = await conn._reply(None)
-                    self.got_reply = True
                     data_reply = self._group_reply(command, reply) or data_reply
+                    self.got_reply = True
                 if inline:
                     if self.mail_reply is not None:
                         self.decide_undecided(self.mail_reply)
-                    await self._body_replies(None)
-                    return
+                    first = await self._body_event(None)
+            if inline:
+                await self._body_replies(first=first)
+                return
         else:
             for command in commands:
                 if isinstance(command, RcptTo) and self.mail_reply is not None:
@@ -783,8 +802,8 @@ class _Transaction:
                 if isinstance(command, Data) and not self.accepted:
                     break
                 reply = await conn._command(command, timeouts[command.verb])
-                self.got_reply = True
                 data_reply = self._group_reply(command, reply) or data_reply
+                self.got_reply = True
         if self.mail_reply is not None:
             self.decide_undecided(self.mail_reply)
         if not self.accepted:
@@ -845,6 +864,15 @@ class _Transaction:
                 self.decide(index, self.mail_reply)
             elif reply.is_positive:
                 self.accepted.append(index)
+            elif reply.code == 552:
+                # RFC 5321 4.5.3.1.10: a 552 to RCPT is the old code for
+                # "too many recipients" (now 452), and "Clients SHOULD treat
+                # a 552 code in this case as a temporary, rather than
+                # permanent, failure": the recipient is tried again later
+                # instead of bouncing.  The reply stays as the server gave it.
+                self.decided[index] = RecipientResult(
+                    self.recipients[index], Status.TRANSIENT, reply, self.conn.host
+                )
             else:
                 self.decide(index, reply)
         elif isinstance(command, Rset) and not reply.is_positive:
@@ -870,7 +898,8 @@ class _Transaction:
             if len(out) <= WRITE_SIZE:
                 with conn._deadline(t.data_block + t.data_end, "sending the body"):
                     await conn._write(out, None)
-                    await self._body_replies(None)
+                    first = await self._body_event(None)
+                await self._body_replies(first=first)
                 return
             await self._write_all(out, t.data_block)
             await self._body_replies(t.data_end)
@@ -940,12 +969,28 @@ class _Transaction:
             # RFC 5321 4.3.2: the end of the data gets 2xx, 4xx or 5xx.
             raise ProtocolError(f"unexpected reply to the body: {reply}", host=self.conn.host)
 
-    async def _body_replies(self, seconds: float | None) -> None:
-        """The reply to the end of the body: one, or one per recipient (LMTP)."""
+    async def _body_event(self, seconds: float | None) -> DataResponse:
+        event = await self.conn._event(seconds)
+        if not isinstance(event, DataResponse):  # the state machine's job; never an assert
+            raise ProtocolError(f"not a reply to the body: {event}", host=self.conn.host)
+        return event
+
+    async def _body_replies(
+        self, seconds: float | None = None, *, first: DataResponse | None = None
+    ) -> None:
+        """The reply to the end of the body: one, or one per recipient (LMTP).
+
+        ``first``: the first reply, already read under the deadline of the
+        exchange that sent the body.  Each further reply (LMTP) has the whole
+        data_end timeout: an LMTP server delivers to one recipient after the
+        other, and a reply given up on while it was on its way would make
+        the retry deliver that recipient's message twice.
+        """
         conn = self.conn
+        if first is None:
+            first = await self._body_event(seconds)
         if not conn.lmtp:
-            event = await conn._event(seconds)
-            assert isinstance(event, DataResponse)
+            event = first
             self._check_final(event.reply)
             for i in self.accepted:
                 self.decide(i, event.reply)
@@ -953,9 +998,8 @@ class _Transaction:
         # RFC 2033 4.2: one reply per accepted recipient, in RCPT order (and
         # one reply in all when none was accepted, to a BDAT LAST sent along).
         order: list[int | None] = list(self.accepted) or [None]
-        for index in order:
-            event = await conn._event(seconds)
-            assert isinstance(event, DataResponse)
+        for n, index in enumerate(order):
+            event = first if n == 0 else await self._body_event(conn.timeouts.data_end)
             self._check_final(event.reply)
             if event.reply.code == 421:
                 self.decide_undecided(event.reply)
