@@ -227,6 +227,35 @@ async def test_smtputf8_addresses_use_the_extension() -> None:
     assert "RCPT TO:<ünïcode@x.test>".encode() in server.peers[0].lines
 
 
+@pytest.mark.parametrize(
+    ("header", "offered", "declared"),
+    [
+        ("Subject: héllo".encode(), True, True),
+        ("Subject: héllo".encode(), False, False),
+        ("Subject: héllo".encode("latin-1"), True, False),
+        (b"Subject: hello", True, False),
+    ],
+    ids=["utf8-offered", "utf8-not-offered", "latin1", "ascii"],
+)
+async def test_utf8_header_fields_declare_smtputf8_when_offered(
+    header: bytes, offered: bool, declared: bool
+) -> None:
+    """RFC 6531 3.4 with RFC 6532: UTF-8 in the header section needs the
+    extension, so SMTPUTF8 goes on MAIL when the server offers it.  Without
+    it the message still goes under 8BITMIME (only a UTF-8 address cannot
+    be sent, 3.7.5); 8-bit octets that are not UTF-8 are not declared UTF-8;
+    a UTF-8 body under ASCII headers needs no SMTPUTF8."""
+    body = header + "\r\n\r\ncorps: é\r\n".encode()
+    extensions = ["PIPELINING", "8BITMIME"] + (["SMTPUTF8"] if offered else [])
+    dialogue = Dialogue(extensions=extensions)
+    result, server = await send(dialogue, body)
+    assert result.recipients[0].status is Status.DELIVERED
+    params = mail_line(server).split()[2:]
+    assert (b"SMTPUTF8" in params) is declared
+    assert b"BODY=8BITMIME" in params
+    assert dialogue.bodies == [body]
+
+
 async def test_smtputf8_needed_but_not_offered_is_permanent() -> None:
     """RFC 6531 3.7.5: no downgrade: 553 5.6.7, nothing sent."""
     env = Envelope.build("a@client.test", ["ünïcode@x.test"])

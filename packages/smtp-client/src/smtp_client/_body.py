@@ -85,6 +85,25 @@ class Body:
         return None if self.data is None else not self.data.isascii()
 
     @property
+    def utf8_headers(self) -> bool:
+        """Whether the header section holds UTF-8 beyond ASCII (RFC 6532).
+
+        Known only for a body given whole; ``False`` for 8-bit octets that
+        are not UTF-8 (a legacy charset, which SMTPUTF8 would misname).
+        """
+        if self.data is None:
+            return False
+        end = self.data.find(b"\r\n\r\n")
+        header = self.data if end < 0 else self.data[: end + 2]
+        if header.isascii():
+            return False
+        try:
+            header.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    @property
     def replayable(self) -> bool:
         """Whether the body can be read more than once."""
         return self.data is not None or (

@@ -595,6 +595,12 @@ class Connection:
             # content) rather than send 8-bit data undeclared.
             body_type = BodyType.EIGHT_BIT_MIME
         smtputf8 = envelope.needs_smtputf8
+        if not smtputf8 and ext.smtputf8 and body.utf8_headers:
+            # RFC 6531 3.4: a message that needs the extension's capabilities
+            # (here UTF-8 header fields, RFC 6532) goes with SMTPUTF8.  A
+            # server without it still gets the message under 8BITMIME, as
+            # Postfix sends it: only a UTF-8 address makes it undeliverable.
+            smtputf8 = True
         if smtputf8 and not ext.smtputf8:
             # RFC 6531 3.2 and 3.7.5: no downgrade; the message cannot go.
             raise MessageRefused("SMTPUTF8 not supported", reply=_NO_SMTPUTF8, host=self.host)
