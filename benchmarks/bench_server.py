@@ -17,7 +17,8 @@ Scenarios (issue 3):
   generator in this file;
 - ``100 MB``: one 100 MB message; MB/s and the server's peak RSS growth.
 
-Run: ``nox -s bench -- --rounds 3`` (or ``python benchmarks/bench_server.py``).
+Run: ``nox -s bench -- --rounds 3`` (or ``python benchmarks/bench_server.py``);
+``--quick --only 1/conn`` measures one scenario against aiosmtpd alone.
 """
 
 from __future__ import annotations
@@ -213,7 +214,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000, help="per throughput run")
     parser.add_argument("--large-mb", type=int, default=100)
     parser.add_argument("--quick", action="store_true", help="asyncio and aiosmtpd only")
+    parser.add_argument(
+        "--only",
+        choices=["1/conn", "100/conn", "pipelined", "100 MB"],
+        action="append",
+        help="run only this scenario (repeatable); default: all",
+    )
     args = parser.parse_args()
+    only = set(args.only or ["1/conn", "100/conn", "pipelined", "100 MB"])
 
     servers = [
         Server("smtp-mta sink (asyncio)", sink_command("asyncio")),
@@ -234,29 +242,31 @@ def main() -> None:
         for server in servers:
             server.start()
             try:
-                cpu_before = server.cpu_seconds()
-                t = smtp_source(server.port, "-s", "50", "-m", str(n), "-l", str(KIB))
-                results.add("1/conn", server.name, n / t)
-                cpu_after = server.cpu_seconds()
-                results.add(
-                    "1/conn CPU us", server.name, (sum(cpu_after) - sum(cpu_before)) / n * 1e6
-                )
-                results.add("1/conn sys us", server.name, (cpu_after[1] - cpu_before[1]) / n * 1e6)
-                cpu_before = server.cpu_seconds()
-                t = smtp_source(server.port, "-d", "-s", "10", "-m", str(n), "-l", str(KIB))
-                results.add("100/conn", server.name, n / t)
-                cpu_after = server.cpu_seconds()
-                results.add(
-                    "100/conn CPU us", server.name, (sum(cpu_after) - sum(cpu_before)) / n * 1e6
-                )
-                t = pipelined(server.port, 10, n // 10)
-                results.add("pipelined", server.name, n / t)
-                before = server.reset_peak_rss()
-                t = smtp_source(server.port, "-s", "1", "-m", "1", "-l", str(large))
-                results.add("100 MB MB/s", server.name, large / MB / t)
-                results.add(
-                    "100 MB RSS+ MiB", server.name, (server.rss_kib("VmHWM") - before) / 1024
-                )
+                if "1/conn" in only:
+                    cpu_before = server.cpu_seconds()
+                    t = smtp_source(server.port, "-s", "50", "-m", str(n), "-l", str(KIB))
+                    results.add("1/conn", server.name, n / t)
+                    cpu_after = server.cpu_seconds()
+                    used = sum(cpu_after) - sum(cpu_before)
+                    results.add("1/conn CPU us", server.name, used / n * 1e6)
+                    sys_used = cpu_after[1] - cpu_before[1]
+                    results.add("1/conn sys us", server.name, sys_used / n * 1e6)
+                if "100/conn" in only:
+                    cpu_before = server.cpu_seconds()
+                    t = smtp_source(server.port, "-d", "-s", "10", "-m", str(n), "-l", str(KIB))
+                    results.add("100/conn", server.name, n / t)
+                    cpu_after = server.cpu_seconds()
+                    used = sum(cpu_after) - sum(cpu_before)
+                    results.add("100/conn CPU us", server.name, used / n * 1e6)
+                if "pipelined" in only:
+                    t = pipelined(server.port, 10, n // 10)
+                    results.add("pipelined", server.name, n / t)
+                if "100 MB" in only:
+                    before = server.reset_peak_rss()
+                    t = smtp_source(server.port, "-s", "1", "-m", "1", "-l", str(large))
+                    results.add("100 MB MB/s", server.name, large / MB / t)
+                    grown = (server.rss_kib("VmHWM") - before) / 1024
+                    results.add("100 MB RSS+ MiB", server.name, grown)
             finally:
                 server.stop()
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
