@@ -13,6 +13,7 @@ import random
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -153,6 +154,52 @@ async def test_resolve_exchanger_lookup_failing_is_transient(
     dns_server.servfail("mx.flaky.test")
     with pytest.raises(DNSError):
         await MXResolver.at(dns_server.host, dns_server.port).resolve("flaky.test")
+
+
+async def test_resolve_marks_a_route_missing_an_exchanger_incomplete(
+    dns_server: DNSServer,
+) -> None:
+    """RFC 5321 5.1: the preferred MX host's address lookup fails
+    temporarily; the route has the others, and says it is incomplete."""
+    dns_server.add("part.test", "MX", "10 mx1.part.test.", "20 mx2.part.test.")
+    dns_server.servfail("mx1.part.test")
+    dns_server.add("mx2.part.test", "A", "127.0.0.3")
+    route = await MXResolver.at(dns_server.host, dns_server.port).resolve("part.test")
+    assert [h.name for h in route.hosts] == ["mx2.part.test"]
+    assert route.incomplete
+    dns_server.add("whole.test", "MX", "10 mx2.part.test.")
+    whole = await MXResolver.at(dns_server.host, dns_server.port).resolve("whole.test")
+    assert not whole.incomplete
+
+
+async def test_resolve_stops_at_enough_addresses_and_within_its_budget(
+    dns_server: DNSServer,
+) -> None:
+    """RFC 5321 5.1 lets a domain publish any number of MX names.  With
+    ``enough``, the lookups stop once that many addresses are known; and
+    all of them together are bounded by ``hosts_lifetime``, so twenty MX
+    names that never answer cannot hold a sender for minutes."""
+    names = [f"{10 + i} mx{i}.many.test." for i in range(20)]
+    dns_server.add("many.test", "MX", "5 good.many.test.", *names)
+    dns_server.add("good.many.test", "A", "127.0.0.3")
+    for i in range(20):
+        dns_server.drop(f"mx{i}.many.test")
+    resolver = MXResolver.at(dns_server.host, dns_server.port, lifetime=0.5)
+    route = await resolver.resolve("many.test", enough=1)
+    assert [h.name for h in route.hosts] == ["good.many.test"]
+    assert not route.incomplete
+    # The MX, then the first host's A and AAAA: none of the twenty.
+    assert dns_server.queries == [
+        ("many.test.", "MX"),
+        ("good.many.test.", "A"),
+        ("good.many.test.", "AAAA"),
+    ]
+    resolver.hosts_lifetime = 1.5
+    started = anyio.current_time()
+    route = await resolver.resolve("many.test")
+    assert anyio.current_time() - started < 5  # 40 lookups of 0.5 s unbounded: 20 s
+    assert [h.name for h in route.hosts] == ["good.many.test"]
+    assert route.incomplete
 
 
 async def test_resolve_no_mx_no_address_is_permanent(dns_server: DNSServer) -> None:
@@ -335,6 +382,35 @@ async def test_mx_every_exchanger_refusing_permanently_is_permanent(
         )
     assert result.recipients[0].status is Status.PERMANENT
     assert result.recipients[0].reply.code == 554
+
+
+async def test_mx_refusal_by_the_backup_when_the_preferred_did_not_resolve_is_transient(
+    dns_server: DNSServer,
+) -> None:
+    """RFC 5321 5.1 and 4.5.4.1: the preferred exchanger's address lookup
+    failed temporarily, and the backup greets 554.  The preferred one was
+    never tried and may take the mail: transient (4.4.3), not a bounce."""
+    dns_server.add("backup.test", "MX", "10 mx1.backup.test.", "20 mx2.backup.test.")
+    dns_server.servfail("mx1.backup.test")
+    dns_server.add("mx2.backup.test", "A", "127.0.0.3")
+    refuse = Dialogue(greeting=b"554 5.7.1 not for this domain now\r\n")
+    async with (
+        scripted_server(refuse, host="127.0.0.3") as mx2,
+        Client(
+            helo="client.test",
+            timeouts=FAST,
+            resolver=MXResolver.at(dns_server.host, dns_server.port),
+        ) as client,
+    ):
+        result = await client.send(
+            MXDomain("backup.test", port=mx2.port),
+            Envelope.build("s@client.test", ["a@backup.test"]),
+            BODY,
+        )
+    (r,) = result.recipients
+    assert (r.status, r.reply.enhanced) == (Status.TRANSIENT, "4.4.3")
+    assert "554 5.7.1 not for this domain now" in r.reply.text
+    assert len(mx2.peers) == 1  # the backup was tried
 
 
 @pytest.mark.parametrize(

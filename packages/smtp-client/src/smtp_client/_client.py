@@ -17,6 +17,7 @@ from ._errors import (
     ClientError,
     ConnectError,
     ConnectionLost,
+    DNSError,
     MessageRefused,
     NoRouteError,
     ProtocolError,
@@ -248,7 +249,7 @@ class Client:
     async def _connect_mx(self, destination: MXDomain) -> Connection:
         if self.resolver is None:
             self.resolver = MXResolver.system()
-        route = await self.resolver.resolve(destination.domain)
+        route = await self.resolver.resolve(destination.domain, enough=MAX_MX_ADDRESSES)
         errors: list[ClientError] = []
         candidates = [(mx, address) for mx in route.hosts for address in mx.addresses]
         policies: dict[str, TLSPolicy] = {}
@@ -269,6 +270,15 @@ class Client:
         # Every exchanger failed: transient if any failure was (the mail
         # waits in the queue), permanent only if every one said so.
         transient = [e for e in errors if not e.permanent]
+        if not transient and route.incomplete:
+            # RFC 5321 5.1: an exchanger whose address lookup failed was
+            # never tried, and it may take the mail (the backup that
+            # refused may not be its final destination): not a bounce.
+            raise DNSError(
+                f"address lookup for an MX host of {destination.domain} failed; "
+                f"the others refused: {errors[-1].reply}",
+                host=errors[-1].host,
+            )
         raise (transient or errors)[-1]
 
     async def _open(

@@ -6,6 +6,7 @@ import ipaddress
 import random
 from typing import TYPE_CHECKING
 
+import anyio
 import attrs
 import dns.asyncbackend
 import dns.asyncresolver
@@ -44,11 +45,15 @@ class Route:
 
     ``implicit`` is true when the domain has no MX records and its own
     address records are used (RFC 5321 5.1, the "implicit MX").
+    ``incomplete`` is true when the address lookup of some exchanger failed
+    temporarily (or ran out of time), so ``hosts`` may lack one that would
+    have taken the mail: a refusal from the others is then not final.
     """
 
     domain: str
     hosts: tuple[MXHost, ...]
     implicit: bool = False
+    incomplete: bool = False
 
 
 def order_mx(
@@ -99,6 +104,11 @@ class MXResolver:
     resolver: dns.asyncresolver.Resolver
     rng: random.Random = attrs.field(factory=random.Random)
     families: tuple[str, ...] = ("A", "AAAA")
+    #: How long the address lookups of one domain's exchangers may take in
+    #: all (default: three lookups' ``lifetime``).  A domain may publish
+    #: many MX names that do not answer: they must not hold a sender for
+    #: minutes.  When it runs out, the addresses found so far are used.
+    hosts_lifetime: float | None = None
 
     @classmethod
     def system(cls) -> MXResolver:
@@ -122,8 +132,11 @@ class MXResolver:
         resolver.lifetime = lifetime
         return cls(resolver)
 
-    async def resolve(self, domain: str) -> Route:
+    async def resolve(self, domain: str, *, enough: int | None = None) -> Route:
         """The route to ``domain``: its exchangers, sorted, with addresses.
+
+        With ``enough``, exchangers are looked up in order only until that
+        many addresses are known (a client tries a few at most).
 
         Raises :class:`~smtp_client.NoSuchDomain` (NXDOMAIN, permanent),
         :class:`~smtp_client.NullMXError` (RFC 7505, permanent),
@@ -165,13 +178,22 @@ class MXResolver:
         ordered = order_mx([(p, x.to_text(omit_final_dot=True)) for p, x in usable], self.rng)
         hosts: list[MXHost] = []
         transient = False
-        for preference, exchange in ordered:
-            addresses, failed = await self._addresses(dns.name.from_text(exchange))
-            transient |= failed
-            if addresses:
-                hosts.append(MXHost(exchange, preference, addresses))
+        found = 0
+        budget = self.hosts_lifetime
+        if budget is None:
+            budget = 3 * (self.resolver.lifetime or DNS_LIFETIME)
+        with anyio.move_on_after(budget) as scope:
+            for preference, exchange in ordered:
+                if enough is not None and found >= enough:
+                    break
+                addresses, failed = await self._addresses(dns.name.from_text(exchange))
+                transient |= failed
+                if addresses:
+                    hosts.append(MXHost(exchange, preference, addresses))
+                    found += len(addresses)
+        transient |= scope.cancelled_caught
         if hosts:
-            return Route(domain, tuple(hosts))
+            return Route(domain, tuple(hosts), incomplete=transient)
         # RFC 5321 5.1: "If MX records are present, but none of them are
         # usable ... this situation MUST be reported as an error."
         if transient:
