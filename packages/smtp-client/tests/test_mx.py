@@ -9,6 +9,7 @@ on 127.0.0.2 and 127.0.0.3 (all of 127/8 is local on Linux).
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -76,7 +77,7 @@ def dnsmasq(dnsmasq_factory: Callable[..., Dnsmasq]) -> Dnsmasq:
 
 async def test_resolve_sorts_by_preference(dnsmasq: Dnsmasq) -> None:
     """RFC 5321 5.1: lower preference first, each with its addresses."""
-    route = await MXResolver.at(dnsmasq.host, dnsmasq.port).resolve("two.test")
+    route = await MXResolver.at(dnsmasq.host, dnsmasq.port, local_targets=True).resolve("two.test")
     assert [(h.name, h.preference, h.addresses) for h in route.hosts] == [
         ("mx1.two.test", 10, ("127.0.0.2",)),
         ("mx2.two.test", 20, ("127.0.0.3",)),
@@ -86,7 +87,7 @@ async def test_resolve_sorts_by_preference(dnsmasq: Dnsmasq) -> None:
 
 async def test_resolve_implicit_mx(dnsmasq: Dnsmasq) -> None:
     """RFC 5321 5.1: no MX records: the domain's own address, preference 0."""
-    route = await MXResolver.at(dnsmasq.host, dnsmasq.port).resolve("amx.test")
+    route = await MXResolver.at(dnsmasq.host, dnsmasq.port, local_targets=True).resolve("amx.test")
     assert route.implicit
     assert [(h.name, h.preference, h.addresses) for h in route.hosts] == [
         ("amx.test", 0, ("127.0.0.4",))
@@ -96,7 +97,7 @@ async def test_resolve_implicit_mx(dnsmasq: Dnsmasq) -> None:
 async def test_resolve_null_mx_is_permanent(dnsmasq: Dnsmasq) -> None:
     """RFC 7505 3 and 4.1: "MX 0 ." means no mail: 556 5.1.10, permanent."""
     with pytest.raises(NullMXError) as info:
-        await MXResolver.at(dnsmasq.host, dnsmasq.port).resolve("null.test")
+        await MXResolver.at(dnsmasq.host, dnsmasq.port, local_targets=True).resolve("null.test")
     assert info.value.permanent
     assert (info.value.reply.code, info.value.reply.enhanced) == (556, "5.1.10")
 
@@ -104,7 +105,7 @@ async def test_resolve_null_mx_is_permanent(dnsmasq: Dnsmasq) -> None:
 async def test_resolve_nxdomain_is_permanent(dnsmasq: Dnsmasq) -> None:
     """RFC 5321 5.1 / RFC 3463 X.1.2: a domain that does not exist."""
     with pytest.raises(NoSuchDomain) as info:
-        await MXResolver.at(dnsmasq.host, dnsmasq.port).resolve("nosuch.test")
+        await MXResolver.at(dnsmasq.host, dnsmasq.port, local_targets=True).resolve("nosuch.test")
     assert info.value.permanent
     assert info.value.reply.enhanced == "5.1.2"
     assert "nosuch.test" in dnsmasq.log()
@@ -117,7 +118,9 @@ async def test_resolve_servfail_is_transient(dns_server: DNSServer) -> None:
     """RFC 5321 5.1: a temporary DNS failure must not bounce mail: 4.4.3."""
     dns_server.servfail("broken.test")
     with pytest.raises(DNSError) as info:
-        await MXResolver.at(dns_server.host, dns_server.port).resolve("broken.test")
+        await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+            "broken.test"
+        )
     assert not info.value.permanent
     assert info.value.reply.enhanced == "4.4.3"
 
@@ -125,7 +128,7 @@ async def test_resolve_servfail_is_transient(dns_server: DNSServer) -> None:
 async def test_resolve_timeout_is_transient(dns_server: DNSServer) -> None:
     """RFC 5321 5.1: no answer at all is a temporary failure, too."""
     dns_server.drop("silent.test")
-    resolver = MXResolver.at(dns_server.host, dns_server.port, lifetime=0.5)
+    resolver = MXResolver.at(dns_server.host, dns_server.port, local_targets=True, lifetime=0.5)
     with pytest.raises(DNSError):
         await resolver.resolve("silent.test")
 
@@ -134,7 +137,9 @@ async def test_resolve_skips_exchangers_without_address(dns_server: DNSServer) -
     """RFC 5321 5.1: an MX name that does not resolve is skipped."""
     dns_server.add("skip.test", "MX", "10 gone.skip.test.", "20 mx.skip.test.")
     dns_server.add("mx.skip.test", "A", "127.0.0.3")
-    route = await MXResolver.at(dns_server.host, dns_server.port).resolve("skip.test")
+    route = await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+        "skip.test"
+    )
     assert [h.name for h in route.hosts] == ["mx.skip.test"]
 
 
@@ -142,7 +147,9 @@ async def test_resolve_no_usable_exchanger_is_permanent(dns_server: DNSServer) -
     """RFC 5321 5.1: "MX records are present, but none of them are usable"."""
     dns_server.add("dead.test", "MX", "10 gone.dead.test.")
     with pytest.raises(NoRouteError) as info:
-        await MXResolver.at(dns_server.host, dns_server.port).resolve("dead.test")
+        await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+            "dead.test"
+        )
     assert info.value.permanent
 
 
@@ -153,7 +160,9 @@ async def test_resolve_exchanger_lookup_failing_is_transient(
     dns_server.add("flaky.test", "MX", "10 mx.flaky.test.")
     dns_server.servfail("mx.flaky.test")
     with pytest.raises(DNSError):
-        await MXResolver.at(dns_server.host, dns_server.port).resolve("flaky.test")
+        await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+            "flaky.test"
+        )
 
 
 async def test_resolve_marks_a_route_missing_an_exchanger_incomplete(
@@ -164,11 +173,15 @@ async def test_resolve_marks_a_route_missing_an_exchanger_incomplete(
     dns_server.add("part.test", "MX", "10 mx1.part.test.", "20 mx2.part.test.")
     dns_server.servfail("mx1.part.test")
     dns_server.add("mx2.part.test", "A", "127.0.0.3")
-    route = await MXResolver.at(dns_server.host, dns_server.port).resolve("part.test")
+    route = await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+        "part.test"
+    )
     assert [h.name for h in route.hosts] == ["mx2.part.test"]
     assert route.incomplete
     dns_server.add("whole.test", "MX", "10 mx2.part.test.")
-    whole = await MXResolver.at(dns_server.host, dns_server.port).resolve("whole.test")
+    whole = await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+        "whole.test"
+    )
     assert not whole.incomplete
 
 
@@ -184,7 +197,7 @@ async def test_resolve_stops_at_enough_addresses_and_within_its_budget(
     dns_server.add("good.many.test", "A", "127.0.0.3")
     for i in range(20):
         dns_server.drop(f"mx{i}.many.test")
-    resolver = MXResolver.at(dns_server.host, dns_server.port, lifetime=0.5)
+    resolver = MXResolver.at(dns_server.host, dns_server.port, local_targets=True, lifetime=0.5)
     route = await resolver.resolve("many.test", enough=1)
     assert [h.name for h in route.hosts] == ["good.many.test"]
     assert not route.incomplete
@@ -206,7 +219,9 @@ async def test_resolve_no_mx_no_address_is_permanent(dns_server: DNSServer) -> N
     """RFC 5321 5.1: no MX and no A/AAAA: the domain cannot receive mail."""
     dns_server.add("textonly.test", "TXT", '"v=spf1 -all"')
     with pytest.raises(NoRouteError):
-        await MXResolver.at(dns_server.host, dns_server.port).resolve("textonly.test")
+        await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+            "textonly.test"
+        )
 
 
 async def test_resolve_ipv6_addresses(dns_server: DNSServer) -> None:
@@ -214,18 +229,50 @@ async def test_resolve_ipv6_addresses(dns_server: DNSServer) -> None:
     dns_server.add("six.test", "MX", "10 mx.six.test.")
     dns_server.add("mx.six.test", "AAAA", "::1")
     dns_server.add("mx.six.test", "A", "127.0.0.5")
-    route = await MXResolver.at(dns_server.host, dns_server.port).resolve("six.test")
+    route = await MXResolver.at(dns_server.host, dns_server.port, local_targets=True).resolve(
+        "six.test"
+    )
     assert route.hosts[0].addresses == ("127.0.0.5", "::1")
 
 
 async def test_resolve_address_literal_needs_no_dns(dns_server: DNSServer) -> None:
     """RFC 5321 4.1.3: ``[127.0.0.2]`` is an address, not a name to look up."""
-    resolver = MXResolver.at(dns_server.host, dns_server.port)
+    resolver = MXResolver.at(dns_server.host, dns_server.port, local_targets=True)
     route = await resolver.resolve("[127.0.0.2]")
     assert route.hosts[0].addresses == ("127.0.0.2",)
     route = await resolver.resolve("[IPv6:::1]")
     assert route.hosts[0].addresses == ("::1",)
     assert dns_server.queries == []
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1", "127.8.9.10", "0.0.0.0", "169.254.169.254", "::1", "::ffff:127.0.0.1"]
+)
+async def test_resolve_skips_exchangers_at_local_addresses(
+    dns_server: DNSServer, address: str
+) -> None:
+    """RFC 5321 5.1: an exchanger that is this host would loop the mail (or
+    hand it to a local service as if from outside); like Exim's default
+    ``ignore_target_hosts``, such addresses are skipped, and a domain whose
+    exchangers are all local fails with 554 5.4.6 (routing loop, RFC 3463),
+    for an address literal too.  local_targets=True allows them (tests)."""
+    kind = "AAAA" if ":" in address else "A"
+    dns_server.add("loop.test", "MX", "10 local.loop.test.", "20 mx.loop.test.")
+    dns_server.add("local.loop.test", kind, address)
+    dns_server.add("mx.loop.test", "A", "192.0.2.25")
+    dns_server.add("only.test", "MX", "10 local.loop.test.")
+    dns_server.add("implicit.test", kind, address)
+    resolver = MXResolver.at(dns_server.host, dns_server.port)
+    route = await resolver.resolve("loop.test")
+    assert [h.name for h in route.hosts] == ["mx.loop.test"]
+    literal = f"[IPv6:{address}]" if ":" in address else f"[{address}]"
+    for domain in ("only.test", "implicit.test", literal):
+        with pytest.raises(NoRouteError) as info:
+            await resolver.resolve(domain)
+        assert (info.value.permanent, info.value.reply.enhanced) == (True, "5.4.6")
+    allowed = MXResolver.at(dns_server.host, dns_server.port, local_targets=True)
+    route = await allowed.resolve("only.test")
+    assert route.hosts[0].addresses in ((address,), (str(ipaddress.ip_address(address)),))
 
 
 async def test_resolve_randomises_equal_preferences(dns_server: DNSServer) -> None:
@@ -237,7 +284,7 @@ async def test_resolve_randomises_equal_preferences(dns_server: DNSServer) -> No
         ("first", "127.0.0.4"),
     ]:
         dns_server.add(f"{name}.even.test", "A", address)
-    resolver = MXResolver.at(dns_server.host, dns_server.port)
+    resolver = MXResolver.at(dns_server.host, dns_server.port, local_targets=True)
     resolver.rng = random.Random(1)
     orders: Counter[tuple[str, ...]] = Counter()
     for _ in range(30):
@@ -278,7 +325,7 @@ async def test_mx_delivery_uses_the_preferred_exchanger(dns_server: DNSServer) -
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -303,7 +350,7 @@ async def test_mx_delivery_fails_over_after_refused_connection(
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -327,7 +374,7 @@ async def test_mx_delivery_fails_over_after_refusing_greeting(
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -347,7 +394,7 @@ async def test_mx_all_exchangers_down_is_transient(dns_server: DNSServer) -> Non
     async with Client(
         helo="client.test",
         timeouts=FAST,
-        resolver=MXResolver.at(dns_server.host, dns_server.port),
+        resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
     ) as client:
         result = await client.send(
             MXDomain("down.test", port=port),
@@ -372,7 +419,7 @@ async def test_mx_every_exchanger_refusing_permanently_is_permanent(
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -399,7 +446,7 @@ async def test_mx_refusal_by_the_backup_when_the_preferred_did_not_resolve_is_tr
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -436,7 +483,7 @@ async def test_mx_dns_failures_become_results(
     async with Client(
         helo="client.test",
         timeouts=FAST,
-        resolver=MXResolver.at(dns_server.host, dns_server.port, lifetime=0.5),
+        resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True, lifetime=0.5),
     ) as client:
         result = await client.send(
             MXDomain(domain),
@@ -463,7 +510,7 @@ async def test_mx_delivery_to_the_implicit_mx(
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -493,7 +540,7 @@ async def test_mx_tls_policy_resolver_is_asked_per_exchanger(
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(
@@ -520,7 +567,7 @@ async def test_mx_opportunistic_by_default_uses_starttls(
         Client(
             helo="client.test",
             timeouts=FAST,
-            resolver=MXResolver.at(dns_server.host, dns_server.port),
+            resolver=MXResolver.at(dns_server.host, dns_server.port, local_targets=True),
         ) as client,
     ):
         result = await client.send(

@@ -16,6 +16,8 @@ import dns.rdatatype
 import dns.resolver
 import sniffio
 
+from smtp_message import Reply
+
 from ._errors import DNSError, NoRouteError, NoSuchDomain, NullMXError
 
 if TYPE_CHECKING:
@@ -90,6 +92,35 @@ def _literal(domain: str) -> str | None:
         raise NoSuchDomain(f"bad address literal {domain}") from None
 
 
+#: Where no mail exchanger of another domain can be: this host (a mail
+#: loop, or a local service reached from outside), "this network", and
+#: link-local addresses (a cloud's metadata service).  RFC 5321 5.1 has the
+#: client skip an exchanger that is itself; Exim's default
+#: ``ignore_target_hosts`` skips the first two.
+_LOCAL = (
+    ipaddress.ip_network("0.0.0.0/8"),
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("::/128"),
+    ipaddress.ip_network("::1/128"),
+    ipaddress.ip_network("fe80::/10"),
+)
+
+
+def _is_local(address: str) -> bool:
+    """Whether ``address`` is this host, unspecified, or link-local."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in _LOCAL if net.version == ip.version)
+
+
+def _loops(domain: str) -> NoRouteError:
+    text = f"every mail exchanger of {domain} is a local address (mail loop)"
+    # RFC 3463 X.4.6 "Routing loop detected", as Postfix reports it.
+    return NoRouteError(text, reply=Reply(554, "5.4.6", text))
+
+
 @attrs.define(eq=False)
 class MXResolver:
     """Looks up MX, A and AAAA records with dnspython's async resolver.
@@ -98,7 +129,10 @@ class MXResolver:
     or newer).  Point it at a nameserver of your own with :meth:`at`; the
     default, :meth:`system`, reads ``/etc/resolv.conf``.  ``families``
     lists the address records wanted, in the order their addresses are
-    tried.
+    tried.  Exchangers at local addresses (loopback, ``0.0.0.0/8``,
+    link-local) are skipped, for address literals
+    too, unless ``local_targets`` is true (a test on one machine); if
+    nothing else is left, the route fails with ``554 5.4.6``.
     """
 
     resolver: dns.asyncresolver.Resolver
@@ -109,6 +143,7 @@ class MXResolver:
     #: many MX names that do not answer: they must not hold a sender for
     #: minutes.  When it runs out, the addresses found so far are used.
     hosts_lifetime: float | None = None
+    local_targets: bool = False
 
     @classmethod
     def system(cls) -> MXResolver:
@@ -124,13 +159,14 @@ class MXResolver:
         port: int = 53,
         *,
         lifetime: float = DNS_LIFETIME,
+        local_targets: bool = False,
     ) -> MXResolver:
         """A resolver that asks ``nameservers`` (IP addresses) on ``port``."""
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [nameservers] if isinstance(nameservers, str) else list(nameservers)
         resolver.port = port
         resolver.lifetime = lifetime
-        return cls(resolver)
+        return cls(resolver, local_targets=local_targets)
 
     async def resolve(self, domain: str, *, enough: int | None = None) -> Route:
         """The route to ``domain``: its exchangers, sorted, with addresses.
@@ -145,6 +181,8 @@ class MXResolver:
         """
         literal = _literal(domain)
         if literal is not None:
+            if not self.local_targets and _is_local(literal):
+                raise _loops(domain)
             return Route(domain, (MXHost(literal, 0, (literal,)),), implicit=True)
         try:
             name = dns.name.from_text(domain)
@@ -158,12 +196,15 @@ class MXResolver:
             # RFC 5321 5.1: "If an empty list of MXs is returned, the address
             # is treated as if it was associated with an implicit MX RR, with
             # a preference of 0, pointing to that host."
-            addresses, transient = await self._addresses(name)
+            found, transient = await self._addresses(name)
+            addresses = self._remote(found)
             if addresses:
                 host = MXHost(domain.rstrip("."), 0, addresses)
                 return Route(domain, (host,), implicit=True)
             if transient:
                 raise DNSError(f"address lookup for {domain} failed") from None
+            if found:
+                raise _loops(domain) from None
             raise NoRouteError(f"{domain} has no MX and no address records") from None
         except dns.exception.DNSException as exc:
             raise DNSError(f"MX lookup for {domain} failed: {exc}") from None
@@ -178,19 +219,22 @@ class MXResolver:
         ordered = order_mx([(p, x.to_text(omit_final_dot=True)) for p, x in usable], self.rng)
         hosts: list[MXHost] = []
         transient = False
-        found = 0
+        local = False
+        known = 0
         budget = self.hosts_lifetime
         if budget is None:
             budget = 3 * (self.resolver.lifetime or DNS_LIFETIME)
         with anyio.move_on_after(budget) as scope:
             for preference, exchange in ordered:
-                if enough is not None and found >= enough:
+                if enough is not None and known >= enough:
                     break
-                addresses, failed = await self._addresses(dns.name.from_text(exchange))
+                every, failed = await self._addresses(dns.name.from_text(exchange))
                 transient |= failed
+                addresses = self._remote(every)
+                local |= len(addresses) < len(every)
                 if addresses:
                     hosts.append(MXHost(exchange, preference, addresses))
-                    found += len(addresses)
+                    known += len(addresses)
         transient |= scope.cancelled_caught
         if hosts:
             return Route(domain, tuple(hosts), incomplete=transient)
@@ -198,7 +242,14 @@ class MXResolver:
         # usable ... this situation MUST be reported as an error."
         if transient:
             raise DNSError(f"address lookups for the MX hosts of {domain} failed")
+        if local:
+            raise _loops(domain)
         raise NoRouteError(f"no MX host of {domain} has an address")
+
+    def _remote(self, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        if self.local_targets:
+            return addresses
+        return tuple(a for a in addresses if not _is_local(a))
 
     async def addresses(self, name: str) -> tuple[str, ...]:
         """The addresses of host ``name`` (A, then AAAA); empty if none.

@@ -104,7 +104,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--auth", metavar="USER:PASSWORD", help="AUTH PLAIN or LOGIN, over TLS only"
     )
     parser.add_argument(
-        "--dns", metavar="HOST:PORT", help="the nameserver for --mx (default: system)"
+        "--dns",
+        metavar="HOST:PORT",
+        help="the nameserver for --mx (default: system); its exchangers may be on this "
+        "host (loopback), which the system's are never",
     )
     parser.add_argument("--port", type=int, help="port of the MX hosts (default 25)")
     parser.add_argument("--helo", metavar="NAME", help="the EHLO name")
@@ -375,7 +378,11 @@ def build_request(args: argparse.Namespace) -> Request:
             ipaddress.ip_address(host)
         except ValueError:
             raise UsageError(f"--dns takes an IP address, not {_one_line(host)}") from None
-        resolver = MXResolver.at(host, port, lifetime=min(timeouts.command, 10.0))
+        # A private nameserver is a test set-up: its exchangers may be on
+        # this host, which the system resolver's route never uses.
+        resolver = MXResolver.at(
+            host, port, lifetime=min(timeouts.command, 10.0), local_targets=True
+        )
     return Request(
         destination=destination,
         envelope=Envelope.build(sender, recipients),

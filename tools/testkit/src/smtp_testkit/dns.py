@@ -12,7 +12,8 @@ Two kinds, for what each does best (see RECIPES.md, section 3):
 
 Both bind 127.0.0.1 on a free port; point a resolver at
 ``(server.host, server.port)``, e.g. ``MXResolver.at(server.host,
-server.port)`` in smtp_client.  Names live under ``.test`` (RFC 2606), and
+server.port, local_targets=True)`` in smtp_client (the exchangers of a
+test are on loopback too).  Names live under ``.test`` (RFC 2606), and
 nothing ever reaches a real DNS server.
 """
 
