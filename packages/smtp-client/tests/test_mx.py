@@ -246,6 +246,20 @@ async def test_resolve_address_literal_needs_no_dns(dns_server: DNSServer) -> No
 
 
 @pytest.mark.parametrize(
+    "literal", ["[::1]", "[IPv6:127.0.0.1]", "[IPv6:fe80::1%lo]", "[1.2.3]", "[x:1.2.3.4]"]
+)
+async def test_resolve_malformed_address_literals_are_refused(
+    dns_server: DNSServer, literal: str
+) -> None:
+    """RFC 5321 4.1.3: an IPv6 literal needs its "IPv6:" tag, an IPv4 one
+    has none, and neither has a zone index: anything else is no address."""
+    resolver = MXResolver.at(dns_server.host, dns_server.port, local_targets=True)
+    with pytest.raises(NoSuchDomain, match="bad address literal"):
+        await resolver.resolve(literal)
+    assert dns_server.queries == []
+
+
+@pytest.mark.parametrize(
     "address", ["127.0.0.1", "127.8.9.10", "0.0.0.0", "169.254.169.254", "::1", "::ffff:127.0.0.1"]
 )
 async def test_resolve_skips_exchangers_at_local_addresses(

@@ -84,10 +84,15 @@ def _literal(domain: str) -> str | None:
     if not (domain.startswith("[") and domain.endswith("]")):
         return None
     inner = domain[1:-1]
-    if inner[:5].lower() == "ipv6:":
-        inner = inner[5:]
+    # RFC 5321 4.1.3: an IPv4 literal is bare, an IPv6 one is tagged
+    # "IPv6:" (and has no zone index); another tag names no address here.
+    tagged = inner[:5].lower() == "ipv6:"
+    kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]
+    kind, text = (ipaddress.IPv6Address, inner[5:]) if tagged else (ipaddress.IPv4Address, inner)
     try:
-        return str(ipaddress.ip_address(inner))
+        if "%" in text:
+            raise ValueError("a zone index")
+        return str(kind(text))
     except ValueError:
         raise NoSuchDomain(f"bad address literal {domain}") from None
 
