@@ -165,7 +165,12 @@ async def scripted_server(
             if tls is not None:
                 await peer.start_tls(tls)
             await handler(peer)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, ssl.SSLError):
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,  # the client gave up during the handshake
+            ssl.SSLError,
+        ):
             pass
         finally:
             server._open -= 1

@@ -254,6 +254,24 @@ async def test_opportunistic_handshake_failure_retries_in_clear() -> None:
     assert not result.tls
 
 
+async def test_opportunistic_verified_certificate_failing_keeps_tls_unverified(
+    server_context: ssl.SSLContext,
+) -> None:
+    """RFC 7435 3: under the opportunistic policy, encryption without
+    authentication beats clear text.  With verify=True and a certificate
+    the client cannot verify (a private CA here, as on most MX hosts), the
+    retry keeps TLS without the check, rather than sending in clear."""
+    dialogue = Dialogue(extensions=TLS_EXTENSIONS, tls=server_context)
+    async with scripted_server(dialogue) as server:
+        destination = SmartHost("127.0.0.1", server.port, tls=TLSPolicy.opportunistic(verify=True))
+        async with Client(helo="client.test", timeouts=FAST) as client:
+            result = await client.send(destination, envelope(), BODY)
+    assert result.recipients[0].status is Status.DELIVERED
+    assert result.tls
+    assert len(server.peers) == 2  # the verified attempt, then the unverified one
+    assert all(b"STARTTLS" in p.lines for p in server.peers)
+
+
 async def test_opportunistic_handshake_failure_without_fallback_is_transient() -> None:
     """RFC 3207 4.1: the policy may forbid the clear-text retry: TLS failure, 4.7.5."""
 

@@ -306,11 +306,23 @@ class Client:
         try:
             return await Connection.open(host, port, tls=tls, **options)
         except TLSError:
+            if tls.mode is not TLSMode.OPPORTUNISTIC:
+                raise
+            if tls.verify and tls.ssl_context is None:
+                # RFC 7435 3: encryption without authentication is better
+                # than clear text; a certificate that does not verify (most
+                # MX certificates) gets that first.
+                unverified = attrs.evolve(tls, verify=False)
+                try:
+                    return await Connection.open(host, port, tls=unverified, **options)
+                except TLSError:
+                    if not tls.fallback_to_plaintext:
+                        raise
+            elif not tls.fallback_to_plaintext:
+                raise
             # A failed handshake under the opportunistic policy: try again
-            # in clear on a new connection, if the policy allows it.
-            if tls.mode is TLSMode.OPPORTUNISTIC and tls.fallback_to_plaintext:
-                return await Connection.open(host, port, tls=TLSPolicy.none(), **options)
-            raise
+            # in clear on a new connection, as the policy allows.
+            return await Connection.open(host, port, tls=TLSPolicy.none(), **options)
 
 
 def _failed(envelope: Envelope, error: ClientError) -> SendResult:

@@ -54,7 +54,10 @@ class TLSPolicy:
     ``server_hostname``, by default the host connected to: the MX name, the
     smart host).  ``fallback_to_plaintext`` says whether a failed STARTTLS
     handshake is retried in clear on a new connection (only ever under
-    ``OPPORTUNISTIC``; Postfix's "may" level does the same).
+    ``OPPORTUNISTIC``; Postfix's "may" level does the same).  Under
+    ``OPPORTUNISTIC`` with ``verify``, a failed handshake is first retried
+    with TLS but no certificate check (RFC 7435 3: unauthenticated
+    encryption rather than clear text).
 
     MTA-STS (RFC 8461) and DANE (RFC 7672) fit as a
     :class:`TLSPolicyResolver`: a function an :class:`~smtp_client.MXDomain`
