@@ -341,10 +341,12 @@ async def test_postfix_smtps_auth_login(submission: PostfixServer) -> None:
     submission.wait_for_log(r"sasl_method=LOGIN, sasl_username=alice")
 
 
-async def test_postfix_auth_wrong_password_is_permanent(
+async def test_postfix_auth_wrong_password_waits_with_postfixs_reply(
     submission: PostfixServer,
 ) -> None:
-    """RFC 4954 6: 535 5.7.8 authentication failed; the message is not sent."""
+    """RFC 4954 6: 535 5.7.8 authentication failed; the message is not sent,
+    and waits (Credentials.soft_bounce, the default, as Postfix's own
+    smtp_sasl_auth_soft_bounce)."""
     assert submission.submission_port is not None
     destination = SmartHost(
         submission.host,
@@ -358,7 +360,7 @@ async def test_postfix_auth_wrong_password_is_permanent(
         )
     (r,) = result.recipients
     assert (r.status, r.reply.code, r.reply.enhanced) == (
-        Status.PERMANENT,
+        Status.TRANSIENT,
         535,
         "5.7.8",
     )

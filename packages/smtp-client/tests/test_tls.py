@@ -388,10 +388,14 @@ async def test_auth_over_tls(
     assert lines[start : start + len(expected)] == expected
 
 
+@pytest.mark.parametrize("soft_bounce", [True, False], ids=["soft", "hard"])
 async def test_auth_refused_is_a_result_with_the_servers_reply(
-    server_context: ssl.SSLContext, ca_file: str
+    server_context: ssl.SSLContext, ca_file: str, soft_bounce: bool
 ) -> None:
-    """RFC 4954 6: 535 5.7.8 is permanent; nothing else is sent."""
+    """RFC 4954 6: 535 5.7.8, the credentials are refused; nothing else is
+    sent.  By default the mail waits (transient, with the server's reply:
+    a password is the sender's to fix, as Postfix's
+    smtp_sasl_auth_soft_bounce); soft_bounce=False makes it permanent."""
     dialogue = Dialogue(
         extensions=TLS_EXTENSIONS,
         tls=server_context,
@@ -402,12 +406,12 @@ async def test_auth_refused_is_a_result_with_the_servers_reply(
             "127.0.0.1",
             server.port,
             tls=TLSPolicy.required(ca_file=ca_file),
-            credentials=Credentials("user", "wrong"),
+            credentials=Credentials("user", "wrong", soft_bounce=soft_bounce),
         )
         async with Client(helo="client.test", timeouts=FAST) as client:
             result = await client.send(destination, envelope(), BODY)
     (r,) = result.recipients
-    assert r.status is Status.PERMANENT
+    assert r.status is (Status.TRANSIENT if soft_bounce else Status.PERMANENT)
     assert r.reply.code == 535
     assert r.remote
     assert not any(line.startswith(b"MAIL") for line in server.peers[0].lines)

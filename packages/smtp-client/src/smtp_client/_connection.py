@@ -399,7 +399,13 @@ class Connection:
             # More challenges than the mechanism has: cancel (RFC 4954 4).
             reply = await self._command(AuthResponse(None), timeout)
         if not reply.is_positive:
-            raise AuthError("authentication failed", reply=reply, host=self.host, remote=True)
+            raise AuthError(
+                "authentication failed",
+                reply=reply,
+                host=self.host,
+                remote=True,
+                soft=credentials.soft_bounce,
+            )
 
     # -- Reading and writing ---------------------------------------------------
 

@@ -152,12 +152,31 @@ class ReplyError(ClientError):
 class AuthError(ReplyError):
     """Authentication (RFC 4954) failed or could not be attempted.
 
-    With the server's reply (535 is permanent, 454 transient), or a local
-    one when the server offers no usable mechanism or the session is not
-    encrypted (credentials are never sent in clear).
+    With the server's reply (454 transient; 535 permanent only when the
+    credentials ask for it, see :class:`~smtp_client.Credentials`
+    ``soft_bounce``), or a local one when the server offers no usable
+    mechanism or the session is not encrypted (credentials are never sent
+    in clear).
     """
 
     default_reply = Reply(454, "4.7.0", "authentication not possible")
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reply: Reply | None = None,
+        host: str | None = None,
+        remote: bool = False,
+        soft: bool = False,
+    ) -> None:
+        super().__init__(message, reply=reply, host=host, remote=remote)
+        self.soft = soft
+
+    @property
+    def permanent(self) -> bool:
+        """True for a 5xx reply, unless the failure is to be deferred (``soft``)."""
+        return self.reply.is_permanent and not self.soft
 
 
 class MessageRefused(ClientError):

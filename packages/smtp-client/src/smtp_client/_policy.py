@@ -195,6 +195,11 @@ class Credentials:
     the server offers.  Credentials are only ever sent over TLS, unless
     ``allow_plaintext`` (a loopback or unix-socket test server).  Neither
     may hold NUL (RFC 4616 2): :class:`ValueError`.
+
+    ``soft_bounce`` (the default, as Postfix's ``smtp_sasl_auth_soft_bounce``)
+    makes a 5xx refusal of the credentials (RFC 4954 6: ``535 5.7.8``) a
+    transient failure: a wrong or expired password is the sender's to fix,
+    and the mail waits for that instead of bouncing.
     """
 
     username: str = attrs.field(validator=_check_username)
@@ -203,6 +208,7 @@ class Credentials:
         default=("PLAIN", "LOGIN"), converter=_to_mechanisms, validator=_check_mechanisms
     )
     allow_plaintext: bool = False
+    soft_bounce: bool = True
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:

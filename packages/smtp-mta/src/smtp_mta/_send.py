@@ -274,7 +274,9 @@ def _destination(args: argparse.Namespace) -> Destination:
         if not colon or not user:
             raise UsageError("--auth takes USER:PASSWORD")
         try:
-            credentials = Credentials(user, password)
+            # No queue waits behind this command: a refused password is
+            # final here (exit 69), not deferred as a relay defers it.
+            credentials = Credentials(user, password, soft_bounce=False)
         except ValueError as exc:
             # Not the value itself: it holds the password.
             raise UsageError(f"bad --auth: {exc}") from None
