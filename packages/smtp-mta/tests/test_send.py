@@ -241,6 +241,8 @@ def test_send_cr_or_lf_in_an_address_sends_nothing(listener: socket.socket, bad:
         ["--from", "a@client.test", "--to", "b@peer.test", "--auth", "nopassword"],
         ["--from", "a@client.test", "--to", "b@peer.test", "--body", "/nonexistent"],
         ["--from", "a@client.test", "--to", "b@peer.test", "--helo", "two words"],
+        # A file that is there but holds no certificate (this test module).
+        ["--from", "a@client.test", "--to", "b@peer.test", "--ca-file", __file__],
     ],
     ids=[
         "missing-to",
@@ -253,6 +255,7 @@ def test_send_cr_or_lf_in_an_address_sends_nothing(listener: socket.socket, bad:
         "auth-without-password",
         "missing-body",
         "bad-helo",
+        "ca-file-not-pem",
     ],
 )
 def test_send_bad_arguments_exit_64_and_send_nothing(
@@ -268,20 +271,46 @@ def test_send_bad_arguments_exit_64_and_send_nothing(
 
 
 def test_send_body_file_with_added_header(postfix: PostfixServer, tmp_path: Path) -> None:
-    """The body is sent as is (bare LFs become CRLF), after the --header lines."""
+    """The body is sent as is (bare LFs become CRLF), after the --header
+    lines; a --header field replaces the body's own field of that name,
+    folded lines and all (RFC 5322 3.6: Subject at most once)."""
     tag = uuid.uuid4().hex
     body = tmp_path / "message.eml"
-    body.write_bytes(f"Subject: {tag}\nFrom: me@client.test\n\n.dot line\nend\n".encode())
+    body.write_bytes(
+        f"Subject: {tag}\nX-Old: to be\n replaced\nFrom: me@client.test\n\n"
+        ".dot line\nX-Old: in the body stays\nend\n".encode()
+    )
     proc = smtp_mta(
         *server(postfix),
         "--from", "me@client.test", "--to", "bob@peer.test",
-        "--body", str(body), "--header", "X-Added: yes",
+        "--body", str(body), "--header", "X-Added: yes", "--header", "x-old: new",
     )  # fmt: skip
     assert proc.returncode == EX_OK, proc.stdout + proc.stderr
     mbox = postfix.wait_for_delivery(tag.encode(), "bob")
     entry = mbox[mbox.rindex(b"X-Added: yes") :]
-    assert entry.startswith(f"X-Added: yes\nSubject: {tag}\n".encode())
-    assert b"\n.dot line\nend\n" in entry
+    assert entry.startswith(f"X-Added: yes\nx-old: new\nSubject: {tag}\nFrom: ".encode())
+    assert b"replaced" not in entry
+    assert b"\n.dot line\nX-Old: in the body stays\nend\n" in entry
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            b"Subject: a\r\nTo: b\r\n\r\nSubject: body\r\n",
+            b"Subject: n\r\nTo: b\r\n\r\nSubject: body\r\n",
+        ),
+        (b"SUBJECT: a\r\n b\r\n", b"Subject: n\r\n"),
+        (b"no header section\nSubject: a\n", b"Subject: n\r\nno header section\nSubject: a\n"),
+        (b"\r\nSubject: a\r\n", b"Subject: n\r\n\r\nSubject: a\r\n"),
+        (b"", b"Subject: n\r\n"),
+    ],
+    ids=["replaced", "folded-case", "no-section", "empty-section", "empty"],
+)
+def test_send_header_replaces_only_in_the_header_section(message: bytes, expected: bytes) -> None:
+    """RFC 5322 2.2 and 3.6: the header section ends at the first empty line;
+    only fields there are replaced, names compared without case."""
+    assert _send.with_headers(message, [("Subject", "n")]) == expected
 
 
 def test_send_body_from_stdin(postfix: PostfixServer) -> None:

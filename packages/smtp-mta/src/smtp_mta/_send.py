@@ -246,8 +246,17 @@ def _policy(args: argparse.Namespace, default: TLSMode) -> TLSPolicy:
 
     mode = TLSMode(args.tls) if args.tls else default
     ca_file = args.ca_file
-    if ca_file is not None and not Path(ca_file).is_file():
-        raise UsageError(f"no such CA file {_one_line(ca_file)}")
+    if ca_file is not None:
+        if not Path(ca_file).is_file():
+            raise UsageError(f"no such CA file {_one_line(ca_file)}")
+        import ssl  # deferred, as smtp_client: see the imports
+
+        try:
+            # Loaded now: a file that holds no certificate is a bad argument
+            # (64), not a TLS failure found after connecting (75).
+            ssl.create_default_context(cafile=ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise UsageError(f"bad CA file {_one_line(ca_file)}: {_one_line(str(exc))}") from None
     if mode is TLSMode.NONE:
         return TLSPolicy.none()
     if mode is TLSMode.OPPORTUNISTIC:
@@ -316,6 +325,41 @@ def _headers(args: argparse.Namespace) -> list[tuple[str, str]]:
     return headers
 
 
+def with_headers(message: bytes, headers: list[tuple[str, str]]) -> bytes:
+    """``message`` with ``headers`` first, in place of its fields of those names.
+
+    RFC 5322 3.6 allows Subject, From, Date and most others once: a field
+    given with --header replaces the message's own (with its folded
+    lines).  The header section ends at the first empty line, or at a line
+    that is not a field (the rest is left as it is).
+    """
+    if not headers:
+        return message
+    names = {name.lower().encode("ascii") for name, _ in headers}
+    kept: list[bytes] = []
+    dropping = False
+    pos = 0
+    while pos < len(message):
+        newline = message.find(b"\n", pos)
+        end = len(message) if newline < 0 else newline + 1
+        line = message[pos:end]
+        if line.rstrip(b"\r\n") == b"":
+            break  # the end of the header section
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)  # a folded line of the field before
+        else:
+            name, colon, _ = line.partition(b":")
+            if not colon or not _FIELD_NAME.fullmatch(name.decode("ascii", "replace")):
+                break  # not a header section (or its end): kept as is
+            dropping = name.lower() in names
+            if not dropping:
+                kept.append(line)
+        pos = end
+    prefix = "".join(f"{n}: {v}\r\n" for n, v in headers).encode("utf-8")
+    return prefix + b"".join(kept) + message[pos:]
+
+
 def _read_body(path: str) -> bytes:
     try:
         if path == "-":
@@ -363,9 +407,7 @@ def build_request(args: argparse.Namespace) -> Request:
         raise UsageError(f"bad --helo name {_one_line(helo)}") from None
     headers = _headers(args)
     if args.body is not None:
-        body = _read_body(args.body)
-        prefix = "".join(f"{n}: {v}\r\n" for n, v in headers).encode("utf-8")
-        body = prefix + body
+        body = with_headers(_read_body(args.body), headers)
     else:
         body = generated_message(sender, recipients, helo, headers)
     timeouts = Timeouts()
