@@ -106,6 +106,22 @@ def test_mailbox_serialises_in_minimal_quoted_form(mailbox: Mailbox, text: str) 
         ("[IPv6:]", False),
         ("[IPv6:1:2:3:4:5:6:7:8:9]", False),
         ("[IPv6:::256.1.1.1]", False),
+        # RFC 5321 4.1.3: "::" is at least two groups; at most 6 groups
+        # beside it (4 before an IPv4 tail), whose Snum may have zeros.
+        ("[IPv6:1:2:3:4:5:6:7::]", False),
+        ("[IPv6:1:2:3:4:5:6::7]", False),
+        ("[IPv6:1:2:3:4:5::6]", True),
+        ("[IPv6:1:2:3:4:5::1.2.3.4]", False),
+        ("[IPv6:1:2:3::4:1.2.3.4]", True),
+        ("[IPv6:::ffff:001.2.3.4]", True),
+        ("[IPv6:1.2.3.4]", False),
+        ("[IPv6:::1.2.3.4::]", False),
+        ("[IPv6:1.2.3.4::]", False),
+        ("[IPv6:1:2:3:4:5:6:1.2.3.4]", True),
+        ("[IPv6:1:2:3:4:5:1.2.3.4]", False),
+        ("[IPv6:::]", True),
+        ("[IPv6::1]", False),
+        ("[IPv6:1:]", False),
         ("[x400:c=us;a=;p=x]", True),  # General-address-literal
         ("[tag-1:content]", True),
         ("[tag:a@b]", True),  # dcontent includes "@" ...

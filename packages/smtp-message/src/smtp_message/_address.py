@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 import attrs
@@ -65,6 +64,7 @@ _ASCII = re.compile(r"[\x00-\x7f]*")
 #   Snum                    = 1*3DIGIT  ; 0 through 255
 _IPV4 = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
 _IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
+_IPV6_HEX = re.compile(r"[0-9A-Fa-f]{1,4}")
 _GENERAL = re.compile(r"([A-Za-z0-9-]*[A-Za-z0-9]):([\x21-\x5a\x5e-\x7e]+)")
 
 
@@ -114,25 +114,50 @@ def check_domain(domain: str, *, utf8: bool) -> None:
                 raise ValueError(f"domain label too long: {label!r}")
 
 
+def _is_ipv4_literal(text: str) -> bool:
+    m = _IPV4.fullmatch(text)
+    return m is not None and all(int(part) <= 255 for part in m.groups())
+
+
+def _is_ipv6_addr(text: str) -> bool:
+    """RFC 5321 4.1.3 ``IPv6-addr``, exactly.
+
+    Stricter than RFC 4291 text forms in two ways the SMTP grammar states:
+    "::" stands for at least two groups (no more than 6 groups beside it,
+    4 before an IPv4 tail), and an IPv4 tail is ``Snum`` (leading zeros
+    allowed, as in an IPv4 literal).
+    """
+    if text.count("::") > 1:
+        return False
+    compressed = "::" in text
+    left, right = text.split("::") if compressed else (text, "")
+    groups = (left.split(":") if left else []) + (right.split(":") if right else [])
+    ipv4 = bool(groups) and "." in groups[-1]
+    # The IPv4 tail comes last: after "::" when there is one.
+    tail_ok = bool(right) if compressed else True
+    if ipv4 and not (tail_ok and _is_ipv4_literal(groups.pop())):
+        return False
+    if not all(_IPV6_HEX.fullmatch(group) for group in groups):
+        return False
+    if compressed:
+        return len(groups) <= (4 if ipv4 else 6)
+    return len(groups) == (6 if ipv4 else 8)
+
+
 def _check_address_literal(literal: str) -> None:
     if not (literal.startswith("[") and literal.endswith("]")) or len(literal) < 3:
         raise ValueError(f"malformed address literal {literal!r}")
     inner = literal[1:-1]
-    m = _IPV4.fullmatch(inner)
-    if m:
-        if any(int(part) > 255 for part in m.groups()):
+    if _IPV4.fullmatch(inner):
+        if not _is_ipv4_literal(inner):
             raise ValueError(f"IPv4 literal out of range: {literal!r}")
         return
     tag, colon, rest = inner.partition(":")
     if not colon:
         raise ValueError(f"malformed address literal {literal!r}")
     if tag.lower() == "ipv6":
-        if not _IPV6_CHARS.fullmatch(rest):
+        if not (_IPV6_CHARS.fullmatch(rest) and _is_ipv6_addr(rest)):
             raise ValueError(f"malformed IPv6 literal {literal!r}")
-        try:
-            ipaddress.IPv6Address(rest)
-        except ValueError:
-            raise ValueError(f"malformed IPv6 literal {literal!r}") from None
         return
     if not _GENERAL.fullmatch(inner):
         raise ValueError(f"malformed address literal {literal!r}")
