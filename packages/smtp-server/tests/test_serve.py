@@ -433,6 +433,27 @@ def test_settings_refuse_a_shutdown_grace_that_is_no_duration(grace: float) -> N
         settings(shutdown_grace=grace)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("greeting", "ready\r\n250 injected"),
+        ("greeting", "ready\x00"),
+        ("auth_failure_delay", -5.0),
+        ("auth_failure_delay", math.nan),
+        ("max_sessions", 1.5),
+        ("max_errors", 0),
+        ("max_junk_commands", True),
+    ],
+)
+def test_settings_refuse_values_no_session_could_use(field: str, value: object) -> None:
+    """RFC 5321 4.2: the greeting is reply text, without CR, LF or other
+    control characters; delays are durations and limits whole numbers.
+    Each is refused when the settings are built: before, a bad greeting
+    made every session fail with 421 4.3.0 and a traceback in the log."""
+    with pytest.raises(ValueError, match=field):
+        settings(**{field: value})
+
+
 # Run by the child: what systemd would start.  It serves one session on the
 # socket named "smtp" and reports what it saw as JSON lines.
 CHILD = textwrap.dedent(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from smtp_message import ServerSettings
+from smtp_message import Reply, ServerSettings
 
 if TYPE_CHECKING:
     import ssl
@@ -92,9 +92,11 @@ class Settings:
     #: On shutdown, how long sessions in a mail transaction may take to
     #: finish before they get ``421`` (idle ones get it at once).
     shutdown_grace: float = 30.0
-    #: NOOP, RSET, VRFY, EXPN and HELP commands tolerated between two
-    #: accepted messages before ``421 4.7.0`` (a client keeping a session
-    #: and its slot without sending mail; Postfix's smtpd_junk_command_limit).
+    #: Commands that do not move a transaction on (NOOP, RSET, VRFY, EXPN,
+    #: HELP, a repeated HELO/EHLO, ``BDAT 0``...; docs/design/smtp-server.md
+    #: lists them) tolerated between two accepted messages before
+    #: ``421 4.7.0`` (a client keeping a session and its slot without
+    #: sending mail; Postfix's smtpd_junk_command_limit).
     max_junk_commands: int = 100
     #: Text after the host name in the 220 greeting.
     greeting: str = "ESMTP ready"
@@ -109,12 +111,20 @@ class Settings:
             # and then fail the session (RFC 3207 4 has 454 for a server
             # that cannot, but then it should not advertise the extension).
             raise ValueError("protocol.starttls needs an ssl_context")
-        if self.max_errors < 1 or self.max_auth_failures < 1 or self.max_sessions < 1:
-            raise ValueError("limits must be at least 1")
-        if not (math.isfinite(self.shutdown_grace) and self.shutdown_grace >= 0):
-            raise ValueError("shutdown_grace must be a finite number of seconds")
-        if self.max_junk_commands < 1:
-            raise ValueError("max_junk_commands must be at least 1")
+        for name in ("max_errors", "max_auth_failures", "max_sessions", "max_junk_commands"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number, at least 1, not {value!r}")
+        for name in ("shutdown_grace", "auth_failure_delay"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
+        try:
+            # The greeting is reply text (RFC 5321 4.2): no CR, LF or other
+            # control character, found now rather than in every session.
+            Reply(220, None, f"{self.protocol.hostname} {self.greeting}")
+        except ValueError as exc:
+            raise ValueError(f"greeting: {exc}") from None
         protocol = self.protocol
         if self.ssl_context is not None and not protocol.starttls:
             protocol = attrs.evolve(protocol, starttls=not self.implicit_tls)
