@@ -445,7 +445,7 @@ def test_settings_refuse_a_shutdown_grace_that_is_no_duration(grace: float) -> N
         ("max_junk_commands", True),
     ],
 )
-def test_settings_refuse_values_no_session_could_use(field: str, value: object) -> None:
+def test_settings_refuse_values_no_session_could_use(field: str, value: Any) -> None:
     """RFC 5321 4.2: the greeting is reply text, without CR, LF or other
     control characters; delays are durations and limits whole numbers.
     Each is refused when the settings are built: before, a bad greeting
