@@ -404,7 +404,7 @@ def test_sink_sigint_stops_cleanly_and_logs_each_session(
     lines = [line for line in sink.log.read_text().splitlines() if " session=" in line]
     # The three sessions, and the readiness probe that connected and left.
     assert sum("end=quit" in line for line in lines) == 3
-    assert sum("end=connection closed" in line for line in lines) == 1
+    assert sum('end="connection closed"' in line for line in lines) == 1
     assert len(lines) == 4
     assert all("peer=127.0.0.1:" in line for line in lines)
     # Each starts with the local date and time, to the millisecond.

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import socket
 import struct
 import subprocess
@@ -269,7 +270,14 @@ async def test_serve_client_vanishing_mid_data(
     assert [m.body for m in hooks.messages] == [MESSAGE]
     await wait_for(lambda: len(hooks.disconnected) >= 3)
     lines = [r.getMessage() for r in caplog.records]
-    assert sum("end=connection lost" in m for m in lines) == 3, lines
+    # One key=value token each: a value with spaces is quoted (logfmt).
+    ends = [
+        dict(field.split("=", 1) for field in shlex.split(m))["end"]
+        for m in lines
+        if m.startswith("session=")
+    ]
+    assert ends.count("connection lost") == 3, lines
+    assert sum('end="connection lost"' in m for m in lines) == 3, lines
 
 
 async def test_serve_several_listeners(tmp_path: Path) -> None:

@@ -758,7 +758,7 @@ class _Driver:
             s.messages,
             self.recipients,
             time.time() - s.started,
-            self.end,
+            _token(self.end),
         )
 
     async def _close_streams(self) -> None:
@@ -1315,6 +1315,13 @@ def _overridden(cls: type[Hooks]) -> frozenset[str]:
 
 #: _overridden's cache; weak, so classes made on the fly can go.
 _OVERRIDDEN: weakref.WeakKeyDictionary[type[Hooks], frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _token(value: str) -> str:
+    """``value`` as one key=value token: quoted when it has a space (logfmt)."""
+    if value and " " not in value and '"' not in value and "\\" not in value:
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _address(address: tuple[str, int] | None) -> str:
