@@ -7,9 +7,9 @@ Real sockets on 127.0.0.1; the peer is an anyio listener in the same loop.
 from __future__ import annotations
 
 import pytest
-from smtp_transport import AsyncioSocketStream
 
 from smtp_client import Connection
+from smtp_transport import AsyncioSocketStream
 
 from .conftest import Dialogue, scripted_server
 

@@ -23,9 +23,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from serverkit import expect_timeout, serving, settings, timeouts, wait_for
-from smtp_transport import AsyncioSocketStream
 
 from smtp_server import Hooks, _session
+from smtp_transport import AsyncioSocketStream
 
 if TYPE_CHECKING:
     from serverkit import Running

@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
+
 from smtp_transport import HIGH_WATER, AsyncioSocketStream, connect_tcp, serve_asyncio
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 import attrs
-import smtp_transport
 import sniffio
 from anyio.streams.tls import TLSStream
 
+import smtp_transport
 from smtp_message import (
     NEED_DATA,
     PAUSED,

@@ -13,6 +13,8 @@ import anyio
 import anyio.abc
 import attrs
 import sniffio
+
+from smtp_message import Reply, replies
 from smtp_transport import (
     ACCEPT_RETRY_DELAY,
     AsyncioSocketStream,
@@ -21,8 +23,6 @@ from smtp_transport import (
     exhausted,
     serve_asyncio,
 )
-
-from smtp_message import Reply, replies
 
 from ._hooks import Hooks
 from ._session import _Driver, _stream_address

@@ -31,7 +31,6 @@ import anyio.lowlevel
 import sniffio
 from anyio.streams.stapled import StapledByteStream
 from anyio.streams.tls import TLSAttribute, TLSStream
-from smtp_transport import AsyncioSocketStream
 
 from smtp_message import (
     NEED_DATA,
@@ -64,6 +63,7 @@ from smtp_message import (
     Vrfy,
     replies,
 )
+from smtp_transport import AsyncioSocketStream
 
 from ._hooks import Envelope, Hooks, MessageAborted, Session, TLSInfo
 from ._proxy import ProxyError, parse_proxy_header
