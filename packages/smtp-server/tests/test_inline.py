@@ -12,6 +12,7 @@ itself, shutdown, and a client that does not read its replies.
 from __future__ import annotations
 
 import logging
+import shlex
 import socket
 import struct
 from typing import TYPE_CHECKING
@@ -360,7 +361,9 @@ async def _session_end(srv: Running, caplog: pytest.LogCaptureFixture) -> str:
     await wait_for(lambda: srv.server.statistics.active == 0)
     ends = [r.getMessage() for r in caplog.records if " end=" in r.getMessage()]
     assert len(ends) == 1, ends
-    return ends[0].rsplit(" end=", 1)[1]
+    # key=value tokens, a value with spaces quoted (logfmt): shlex reads them.
+    fields = dict(token.split("=", 1) for token in shlex.split(ends[0]))
+    return fields["end"]
 
 
 @pytest.mark.anyio
