@@ -242,8 +242,9 @@ class _Driver:
         self.hooks = hooks
         self.settings = settings
         self.timeouts = settings.timeouts
-        #: The clock of cancel scope deadlines (:func:`anyio.current_time`).
-        self.now = _clock()
+        #: The clock of cancel scope deadlines (:func:`anyio.current_time`),
+        #: and the backend's cancel scope class.
+        self.now, self.new_scope = _backend_tools()
         protocol = settings.effective_protocol
         self.conn = ServerConnection(protocol, tls_active=tls_active)
         self.session = Session(id=_session_id(), peer=peer, local=local, lmtp=protocol.lmtp)
@@ -682,7 +683,7 @@ class _Driver:
 
     async def run(self) -> None:
         try:
-            with anyio.CancelScope() as scope:
+            with self.new_scope() as scope:
                 self.scope = scope
                 try:
                     await self._run()
@@ -1281,16 +1282,26 @@ _ids = itertools.count(1)
 _ID_PREFIX = os.urandom(2).hex()
 
 
-def _clock() -> Callable[[], float]:
-    """The running event loop's clock, the one cancel scopes compare with.
+#: The class ``anyio.CancelScope()`` makes on each backend.
+_SCOPE_CLASSES: dict[str, Callable[[], anyio.CancelScope]] = {}
 
-    :func:`anyio.current_time` finds the backend anew on every call, which
-    was several per cent of a short session's CPU; on asyncio it is the
-    loop's ``time``, looked up once here.
+
+def _backend_tools() -> tuple[Callable[[], float], Callable[[], anyio.CancelScope]]:
+    """The running loop's clock and a maker of its cancel scopes.
+
+    :func:`anyio.current_time` and ``anyio.CancelScope()`` find the backend
+    anew on every call (sniffio, ``current_task``), which was several per
+    cent of a short session's CPU; here it is found once a session.  On
+    asyncio the clock is the loop's ``time``; the scope class is the one
+    anyio itself makes on this backend, so a scope is the same object.
     """
-    if sniffio.current_async_library() == "asyncio":
-        return asyncio.get_running_loop().time
-    return anyio.current_time
+    library = sniffio.current_async_library()
+    scope_class = _SCOPE_CLASSES.get(library)
+    if scope_class is None:
+        scope_class = _SCOPE_CLASSES[library] = type(anyio.CancelScope())
+    if library == "asyncio":
+        return asyncio.get_running_loop().time, scope_class
+    return anyio.current_time, scope_class
 
 
 def _session_id() -> str:

@@ -522,6 +522,10 @@ class _Tasks:
         self._accepting = True
         self._finished = False
         self._waiter: asyncio.Future[None] | None = None
+        #: The class anyio.CancelScope() makes here (this runs on asyncio):
+        #: made directly, a scope skips finding the backend (sniffio and
+        #: current_task), half its cost.
+        self._scope: Callable[[], anyio.CancelScope] = type(anyio.CancelScope())
 
     def spawn(
         self, conn: socket.socket, handler: Callable[[AsyncioSocketStream], Awaitable[object]]
@@ -531,7 +535,7 @@ class _Tasks:
             # wait for this connection.
             conn.close()
             return
-        scope = anyio.CancelScope()
+        scope = self._scope()
         task = self._loop.create_task(_serve_one(self._loop, conn, handler, scope))
         self._tasks[task] = scope
         task.add_done_callback(self._done)
