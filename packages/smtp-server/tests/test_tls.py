@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
-from typing import TYPE_CHECKING
+import socket
+import ssl
+import time
 
 import aiosmtplib
 import anyio
@@ -13,9 +15,6 @@ import pytest
 from serverkit import MESSAGE, Recorder, serving, settings, transaction, wait_for
 
 from smtp_testkit.clients import RawClient, run_asyncio
-
-if TYPE_CHECKING:
-    import ssl
 
 pytestmark = pytest.mark.anyio
 
@@ -298,6 +297,83 @@ async def test_implicit_tls_plaintext_client_gets_no_greeting(
     assert b"220" not in received
     assert b"EHLO" not in received
     assert hooks.connects == []
+
+
+def _tls_session(
+    host: str, port: int, context: ssl.SSLContext, implicit: bool, rcvbuf: int | None = None
+) -> ssl.SSLSocket:
+    """A client socket under TLS, past the greeting (implicit) or STARTTLS."""
+    raw = socket.socket()
+    if rcvbuf is not None:  # a slow reader: the server's replies queue up
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.settimeout(10)
+    raw.connect((host, port))
+    if not implicit:
+        for command in (None, b"EHLO c.example\r\n", b"STARTTLS\r\n"):
+            if command:
+                raw.sendall(command)
+            reply = b""
+            while not re.search(rb"(^|\n)\d{3} [^\n]*\n", reply):
+                reply += raw.recv(4096)
+    # suppress_ragged_eofs=False: a close without close_notify is an error.
+    tls = context.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
+    if implicit:
+        assert tls.recv(4096).startswith(b"220 ")
+    return tls
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "starttls"])
+async def test_tls_session_ends_with_close_notify(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, implicit: bool
+) -> None:
+    """RFC 8446 6.1: each side "MUST send a close_notify alert before closing
+    its write side"; after the 221 (RFC 5321 4.1.1.10) the client reads a
+    clean TLS end, not a truncation (UNEXPECTED_EOF_WHILE_READING)."""
+    config = settings(ssl_context=tls_server_context, implicit_tls=implicit)
+    async with serving(Recorder(), config) as srv:
+
+        def session() -> bytes:
+            with _tls_session(srv.host, srv.port, tls_client_context, implicit) as tls:
+                tls.sendall(b"EHLO c.example\r\nQUIT\r\n")
+                received = b""
+                while chunk := tls.recv(4096):  # b"" only at close_notify
+                    received += chunk
+                return received
+
+        received = await anyio.to_thread.run_sync(session)
+    assert received.endswith(b"221 2.0.0 Bye\r\n")
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "starttls"])
+async def test_tls_replies_survive_input_after_quit_to_a_slow_reader(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, implicit: bool
+) -> None:
+    """RFC 5321 4.1.1.10 and RFC 2920: a client pipelines 40 EHLOs and QUIT,
+    sends one more command, and reads late through a small window.  The
+    server must not close on that unread input: the reset it makes would
+    destroy the replies still queued, the 221 with them.  Under TLS the
+    server says close_notify and then drains, as it half-closes in clear."""
+    config = settings(ssl_context=tls_server_context, implicit_tls=implicit)
+    async with serving(Recorder(), config) as srv:
+
+        def session() -> bytes:
+            tls = _tls_session(srv.host, srv.port, tls_client_context, implicit, rcvbuf=4096)
+            with tls:
+                tls.sendall(b"EHLO c.example\r\n" * 40 + b"QUIT\r\n")
+                time.sleep(0.05)
+                tls.sendall(b"NOOP\r\n")
+                time.sleep(0.3)  # the server has answered and ended by now
+                received = b""
+                try:
+                    while chunk := tls.recv(65536):
+                        received += chunk
+                except (ssl.SSLError, OSError) as exc:
+                    received += f"<{type(exc).__name__}>".encode()
+                return received
+
+        received = await anyio.to_thread.run_sync(session)
+    assert received.count(b"250 ") == 40, received[-200:]
+    assert received.endswith(b"221 2.0.0 Bye\r\n"), received[-200:]
 
 
 def test_settings_refuse_tls_offers_without_a_context() -> None:

@@ -87,6 +87,8 @@ MAX_QUEUED_REPLIES: Final = 16 * 1024
 MAX_AUTH_DELAY: Final = 30.0
 #: How long a closing session waits for the client to close its side.
 MAX_LINGER: Final = 2.0
+#: How long the end of a TLS session waits for the client's close_notify.
+CLOSE_NOTIFY_WAIT: Final = 0.5
 
 _T = TypeVar("_T")
 
@@ -794,17 +796,43 @@ class _Driver:
         yet: the ``421`` that says why the session ends.  The caller bounds
         this by :data:`MAX_LINGER` (and the ``close`` timeout).  After QUIT
         too: a client may have pipelined more behind it, and a polite one
-        closes at once anyway.
+        closes at once anyway.  Under TLS, close_notify comes first, and the
+        half-close and the draining happen on the stream under it.
         """
         stream = self.send_stream
-        if isinstance(stream, TLSStream) or not isinstance(stream, anyio.abc.ByteStream):
-            return  # anyio's TLS streams cannot half-close, nor can send-only ones
+        receive: anyio.abc.ByteReceiveStream = self.receive_stream
+        if isinstance(stream, TLSStream):
+            # Go on under TLS, once it has said its end (close_notify).
+            under = await self._close_notify(stream)
+            if not isinstance(under, anyio.abc.ByteStream):
+                return
+            stream = receive = under
+        if not isinstance(stream, anyio.abc.ByteStream):
+            return  # a send-only stream cannot half-close
         try:
             await stream.send_eof()
         except NotImplementedError:  # nor can some other streams
             return
         while True:
-            await self.receive_stream.receive(RECEIVE_SIZE)  # EndOfStream ends it
+            await receive.receive(RECEIVE_SIZE)  # EndOfStream ends it
+
+    async def _close_notify(self, stream: TLSStream) -> anyio.abc.AnyByteStream:
+        """Send TLS close_notify (RFC 8446 6.1); return the stream under TLS.
+
+        anyio's TLS streams cannot half-close; close_notify is TLS's own
+        end of output, and the lingering then goes on underneath: a client
+        that pipelined more after QUIT, and whose window was full, would
+        otherwise have its unread replies, the 221 with them, destroyed by
+        the reset that closing on unread input makes.  ``unwrap()`` sends
+        close_notify first, then waits for the client's; many clients close
+        without one, or send more commands first (which TLS refuses after
+        close_notify): a short wait, and the end is the same.
+        """
+        with anyio.move_on_after(CLOSE_NOTIFY_WAIT):
+            with contextlib.suppress(ssl.SSLError, *_GONE):
+                transport, _ = await stream.unwrap()
+                return transport
+        return stream.transport_stream
 
     async def _run(self) -> None:
         settings = self.settings
