@@ -35,6 +35,7 @@ import smtp_queue._fsformat
 from smtp_message import Mailbox
 from smtp_queue import (
     Delivery,
+    Envelope,
     LeaseLostError,
     MessageNotFoundError,
     MessageTooLargeError,
@@ -157,6 +158,35 @@ async def test_enqueue_over_size_limit_raises_and_stores_nothing(spool: Path) ->
         await queue.enqueue(envelope(), b"y" * 10_000)
         assert (await queue.statistics()).messages == 1
         assert os.listdir(spool / "tmp") == []
+
+
+async def test_enqueue_envelope_over_the_header_limit_is_refused_not_lost(
+    spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DESIGN.md: a 250 means the message is stored and will be delivered.
+    An envelope whose encoded header passes the store's header limit (16 MiB:
+    some 52,000 long recipients) was acknowledged, then refused by the
+    reader and quarantined at its first lease, never sent.  It is now
+    MessageTooLargeError (552 5.3.4, RFC 5321 4.5.3.1.10) and nothing is
+    stored.  The limit is lowered here (in the writer and the reader alike)
+    so that the test needs 200 recipients, not 52,000."""
+    from smtp_queue import _fs, _fsformat
+
+    monkeypatch.setattr(_fsformat, "MAX_HEADER", 4096)
+    monkeypatch.setattr(_fs, "MAX_HEADER", 4096)
+    many = Envelope(
+        Mailbox.parse("a@example.com"), [Mailbox(f"user{i}", "example.net") for i in range(200)]
+    )
+    async with make_queue(spool) as queue:
+        with pytest.raises(MessageTooLargeError, match="envelope") as info:
+            await queue.enqueue(many, b"Subject: x\r\n\r\nhi\r\n")
+        assert info.value.limit == 4096
+        assert (await queue.statistics()).messages == 0
+        assert os.listdir(spool / "tmp") == []
+        await queue.enqueue(envelope(), b"Subject: x\r\n\r\nhi\r\n")  # a small one fits
+        delivery = await queue.try_next_delivery()
+        assert delivery is not None
+        assert await queue.quarantined() == []
 
 
 async def test_next_delivery_wakes_on_new_mail(spool: Path) -> None:

@@ -33,15 +33,18 @@ class LeaseLostError(QueueError):
 
 
 class MessageTooLargeError(QueueError):
-    """The body exceeded the queue's size limit while it was being written.
+    """The message is over a limit of the queue; nothing was enqueued.
 
-    Nothing was enqueued.  A server answers ``552 5.3.4`` (RFC 5321 4.5.3.1.10,
-    RFC 3463 X.3.4).
+    The body exceeded the queue's size limit while it was being written;
+    or (``what="envelope"``) the envelope, tens of thousands of recipients,
+    exceeded the store's limit for a message's header.  A server answers
+    ``552 5.3.4`` (RFC 5321 4.5.3.1.10, RFC 3463 X.3.4).
     """
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"message larger than the limit of {limit} octets")
+    def __init__(self, limit: int, what: str = "message") -> None:
+        super().__init__(f"{what} larger than the limit of {limit} octets")
         self.limit = limit
+        self.what = what
 
 
 class CorruptMessageError(QueueError):

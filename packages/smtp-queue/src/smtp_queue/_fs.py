@@ -44,6 +44,7 @@ from ._errors import (
 from ._fsbody import BodyReader
 from ._fsformat import (
     ID_PATTERN,
+    MAX_HEADER,
     DirSync,
     LayoutError,
     MessageLayout,
@@ -336,6 +337,10 @@ class FilesystemStore:
         self._check_open()
         message_id = new_message_id(arrival)
         header = encode_header(message_id, arrival, envelope)
+        if len(header) > MAX_HEADER:
+            # read_layout refuses such a header: stored, the message would
+            # be quarantined at its first lease, accepted and never sent.
+            raise MessageTooLargeError(MAX_HEADER, "envelope")
         buffer = bytearray(preamble(len(header)) + header + b"\n")
         writer: MessageWriter | None = None
         size = 0
