@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -135,11 +136,15 @@ class Envelope:
 
         Raises :class:`KeyError` if it is not one of them.
         """
-        key = _mailbox_key(mailbox)
-        for i, recipient in enumerate(self.recipients):
-            if recipient.key() == key:
-                return i
-        raise KeyError(str(mailbox))
+        index = self._indices.get(_mailbox_key(mailbox))
+        if index is None:
+            raise KeyError(str(mailbox))
+        return index
+
+    @functools.cached_property
+    def _indices(self) -> dict[tuple[str, str], int]:
+        # Built once: a delivery records each of thousands of recipients.
+        return {recipient.key(): i for i, recipient in enumerate(self.recipients)}
 
 
 def _to_notified(value: Iterable[Notify]) -> frozenset[Notify]:
