@@ -73,6 +73,15 @@ async def test_asyncio_stream_round_trip_and_attributes() -> None:
             await stream.send(b"x")
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (5 s at most) for ``condition``, which a callback makes true."""
+    for _ in range(500):
+        if condition():
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError("condition not met within 5 s")
+
+
 def paused(stream: AsyncioSocketStream) -> bool:
     return stream._protocol.reading_paused
 
@@ -429,6 +438,75 @@ async def test_a_failing_handler_is_logged_and_accepting_goes_on(
     assert len(failures) == 1
     assert failures[0].exc_info is not None
     assert "handler bug" in str(failures[0].exc_info[1])
+
+
+@asyncio_only
+async def test_a_handler_that_raises_with_its_stream_open_still_ends_the_connection() -> None:
+    """A handler that raises without closing its stream: the connection ends
+    there (the client sees the end, in time, and the descriptor is not held
+    until garbage collection); what it wrote first still goes out."""
+
+    async def handler(stream: AsyncioSocketStream) -> None:
+        await stream.send(b"hello")
+        raise RuntimeError("handler bug")
+
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, handler, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            received = b""
+            with anyio.fail_after(5):
+                try:
+                    while True:
+                        received += await client.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    pass
+            await client.aclose()
+            tg.cancel_scope.cancel()
+    assert received == b"hello"  # what it wrote still went out
+
+
+@asyncio_only
+async def test_stream_refuses_a_second_sender_and_what_a_closed_stream_cannot_do() -> None:
+    """anyio's stream contract: a second concurrent send is BusyResourceError
+    (it would orphan the first one's wait); a send overtaken by aclose()
+    raises ClosedResourceError, not success; a closed stream refuses
+    receive() even with data buffered, and send_eof()."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        accepted = Accepted()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_asyncio, listening, accepted, tg)
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            stream = await accepted.first()
+            await client.send(b"buffered")
+            await until(lambda: bool(stream._protocol.chunks))
+            outcomes: list[str] = []
+            done = anyio.Event()
+
+            async def send_big() -> None:
+                try:
+                    await stream.send(b"x" * (64 * 1024 * 1024))  # the client never reads
+                    outcomes.append("returned")
+                except anyio.ClosedResourceError:
+                    outcomes.append("closed")
+                done.set()
+
+            tg.start_soon(send_big)
+            await until(lambda: stream._protocol.write_waiter is not None)
+            with pytest.raises(anyio.BusyResourceError):
+                await stream.send(b"second")
+            await stream.aclose()
+            with anyio.fail_after(5):
+                await done.wait()
+            assert outcomes == ["closed"]
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.receive()
+            with pytest.raises(anyio.ClosedResourceError):
+                await stream.send_eof()
+            await client.aclose()
+            tg.cancel_scope.cancel()
 
 
 @asyncio_only

@@ -162,6 +162,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     async def receive(self, max_bytes: int = 65536) -> bytes:
         """Return what has arrived (waiting if nothing has), at most ``max_bytes``."""
         p = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
         while not p.chunks:
             if self._closed:
                 raise anyio.ClosedResourceError
@@ -190,6 +192,10 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
     async def send(self, item: bytes) -> None:
         """Write ``item``; wait only while the transport's buffer is full."""
         p = self._protocol
+        if p.write_waiter is not None:
+            # Another task waits for the buffer to drain: one sender at a
+            # time, as anyio's streams (a second waiter would orphan it).
+            raise anyio.BusyResourceError("writing to")
         self.write_nowait(item)
         while p.writing_paused and not self._transport.is_closing():
             waiter = asyncio.get_running_loop().create_future()
@@ -198,6 +204,8 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
                 await waiter
             finally:
                 p.write_waiter = None
+        if self._closed:
+            raise anyio.ClosedResourceError  # closed meanwhile: the data was dropped
         if p.exception is not None:
             raise anyio.BrokenResourceError from p.exception
 
@@ -315,8 +323,16 @@ class AsyncioSocketStream(anyio.abc.SocketStream):
             p.read_waiter = None
 
     async def send_eof(self) -> None:
-        """Shut down the sending direction."""
-        self._transport.write_eof()
+        """Shut down the sending direction.
+
+        A connection already reset, or closed, has no sending direction
+        left: that is no error here (as anyio's own stream), whatever the
+        event loop raises for it (asyncio an OSError, uvloop RuntimeError).
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        with contextlib.suppress(OSError, RuntimeError):
+            self._transport.write_eof()
 
     async def aclose(self) -> None:
         """Close the connection.
@@ -589,7 +605,17 @@ async def _serve_one(
         except BaseException:
             conn.close()  # cancelled before the transport took it
             raise
-        await handler(AsyncioSocketStream(transport, protocol))
+        stream = AsyncioSocketStream(transport, protocol)
+        try:
+            await handler(stream)
+        except BaseException:
+            # A handler that raised (or was cancelled) leaves no connection
+            # open: the client sees the end, the descriptor is freed now.
+            # One that returns may have handed its stream on, and keeps it.
+            if not stream._closed:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+            raise
 
 
 async def connect_tcp(
