@@ -407,6 +407,41 @@ async def test_serve_records_results_and_bounces(spool: Path) -> None:
         assert await queue.quarantined() == []
 
 
+async def test_a_body_cut_off_by_the_end_of_the_lease_fails_rather_than_ends(
+    spool: Path,
+) -> None:
+    """DESIGN.md: a client never finishes sending a damaged message.  When
+    the lease ends while the holder streams the body (here the queue
+    closes; an expired lease ends it the same way), the next read raises
+    LeaseLostError: an end that looked normal would let the transport send
+    the end-of-data mark after part of the body.  A body read to its end
+    before the lease ended stays complete."""
+    body = b"Subject: big\r\n\r\n" + b"y" * 1_000_000
+    queue = make_queue(spool)
+    await queue.open()
+    try:
+        await queue.enqueue(envelope(), b"Subject: small\r\n\r\nhi\r\n")
+        whole = await queue.next_delivery()
+        small = [chunk async for chunk in whole.body()]
+        await queue.enqueue(envelope(), body)
+        cut = await queue.next_delivery()
+        stream = cut.body().__aiter__()
+        got = await stream.__anext__()
+        assert len(got) < len(body)
+    finally:
+        await queue.aclose()
+    received = bytearray(got)
+
+    async def read_on() -> None:
+        async for chunk in stream:
+            received.extend(chunk)
+
+    with pytest.raises(LeaseLostError):
+        await read_on()
+    assert len(received) < len(body)
+    assert b"".join(small).endswith(b"hi\r\n")
+
+
 async def test_serve_handler_exception_and_timeout_are_transient(spool: Path) -> None:
     """A crashing or hung delivery returns the message to the queue."""
     settings = attrs.evolve(SETTINGS, lease_duration=0.2)

@@ -45,7 +45,7 @@ class Delivery:
     #: When the lease runs out (``anyio.current_time()`` clock).
     deadline: float
     _finished: bool = attrs.field(init=False, default=False)
-    _bodies: list[BodyStream] = attrs.field(init=False, factory=list)
+    _bodies: list[_LeasedBody] = attrs.field(init=False, factory=list)
 
     @property
     def id(self) -> str:
@@ -86,7 +86,7 @@ class Delivery:
         """Stream the body.  May be called again for another attempt at it."""
         if self._finished:
             raise LeaseLostError(f"the lease on {self.id} has ended")
-        stream = self._queue.store.body(self.id)
+        stream = _LeasedBody(self._queue.store.body(self.id), self.id)
         self._bodies.append(stream)
         return stream
 
@@ -136,7 +136,7 @@ class Delivery:
     async def _close(self) -> None:
         self._finished = True
         for stream in self._bodies:
-            await stream.aclose()
+            await stream.revoke()
         self._bodies.clear()
 
     async def __aenter__(self) -> Self:
@@ -160,3 +160,48 @@ class Delivery:
                     if reply is None
                     else {r.mailbox: RecipientResult.transient(reply) for r in self.recipients}
                 )
+
+
+class _LeasedBody:
+    """A store's body stream, valid only while the lease lasts.
+
+    When the lease ends (it expired, or the queue closed) before the holder
+    has read to the end, the next read raises :class:`LeaseLostError`:
+    an end that looked normal would let the holder finish sending a
+    truncated message (its end-of-data mark after part of the body).
+    """
+
+    def __init__(self, inner: BodyStream, message_id: str) -> None:
+        self._inner = inner
+        self._chunks = inner.__aiter__()
+        self._id = message_id
+        self._ended = False
+        self._revoked = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._revoked:
+            raise LeaseLostError(f"the lease on {self._id} has ended")
+        if self._ended:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._ended = True
+            raise
+        if self._revoked:  # ended while this chunk was being read
+            raise LeaseLostError(f"the lease on {self._id} has ended")
+        return chunk
+
+    async def aclose(self) -> None:
+        """Release what the reader holds."""
+        self._ended = True
+        await self._inner.aclose()
+
+    async def revoke(self) -> None:
+        """The lease ended: close, and fail the next read unless it was done."""
+        if not self._ended:
+            self._revoked = True
+        await self._inner.aclose()
