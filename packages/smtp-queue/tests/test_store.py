@@ -283,6 +283,30 @@ async def test_an_orphan_state_replaced_after_the_listing_is_quarantined(
         await store.close()
 
 
+async def test_a_foreign_file_with_the_longest_name_is_quarantined_too(spool: Path) -> None:
+    """README: a foreign file is quarantined "and the queue carries on".  A
+    name of 253 octets is legal, but with the quarantine's "msg-" prefix it
+    passed NAME_MAX: the rename failed with ENAMETOOLONG and open() (so
+    every restart) raised.  The moved file gets a shortened name; the
+    original is kept in reason.json."""
+    store = await opened(spool)
+    await store.close()
+    long_name = "x" * 253
+    for sub in ("", "tmp", "msg", "state"):
+        (spool / sub / long_name).write_text(f"{sub or 'root'} stranger")
+    store = await opened(spool)
+    try:
+        entries = await store.quarantined()
+        assert sorted(e.source for e in entries) == sorted(
+            f"{sub}/{long_name}" if sub else long_name for sub in ("", "tmp", "msg", "state")
+        )
+        kept = quarantined_contents([e.path for e in entries])
+        assert sorted(kept) == ["msg stranger", "root stranger", "state stranger", "tmp stranger"]
+        assert await store.scan() == []
+    finally:
+        await store.close()
+
+
 async def test_foreign_files_are_quarantined_never_dropped(spool: Path) -> None:
     """Issue: a foreign file is quarantined and reported, never silently dropped."""
     store = await opened(spool)

@@ -19,6 +19,7 @@ The durability argument is in ``docs/design/smtp-queue.md``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -691,13 +692,16 @@ class FilesystemStore:
         target = self._path("quarantine", stem)
         os.mkdir(target, 0o700)
         moved = []
-        for sub, name in sources:
-            source = os.path.join(self.directory, sub, name)
-            with contextlib.suppress(FileNotFoundError):
-                os.rename(source, os.path.join(target, f"{sub or 'root'}-{name}"))
-                moved.append(os.path.join(sub, name))
+        try:
+            for sub, name in sources:
+                source = os.path.join(self.directory, sub, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(source, os.path.join(target, _quarantine_name(sub, name)))
+                    moved.append(os.path.join(sub, name))
+        finally:
+            if not moved:
+                os.rmdir(target)
         if not moved:
-            os.rmdir(target)
             return
         note = {"sources": moved, "reason": reason, "time": time.time()}
         replace_file(
@@ -727,6 +731,24 @@ class FilesystemStore:
                 when = entry.stat().st_mtime
             out.append(QuarantineEntry(entry.path, sources, reason, when))
         return out
+
+
+#: The longest file name most file systems take (NAME_MAX), in octets.
+_NAME_MAX = 255
+
+
+def _quarantine_name(sub: str, name: str) -> str:
+    """``<sub>-<name>``, shortened (with a digest) where it would be too long.
+
+    A foreign file's name may be as long as the file system allows; with
+    the prefix it would not be, and the rename failing would stop every
+    scan.  reason.json keeps the name in full.
+    """
+    full = f"{sub or 'root'}-{name}"
+    if len(os.fsencode(full)) <= _NAME_MAX:
+        return full
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    return f"{sub or 'root'}-{digest}"
 
 
 def _scandir(path: str) -> list[os.DirEntry[str]]:
